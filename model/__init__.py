@@ -1,0 +1,18 @@
+"""Networks of this project and the one place that builds them by name."""
+from .bgmv2 import BACKBONES, REFINE_MODES, MattingBase, MattingRefine
+
+MODEL_TYPES = ('mattingbase', 'mattingrefine')
+
+
+def build_model(model_type, backbone, backbone_scale=0.25, refine_mode='sampling', refine_sample_pixels=80_000,
+                refine_threshold=0.1, refine_kernel_size=3, refine_prevent_oversampling=True):
+    """model_type + options -> an (untrained) network in train mode."""
+    if model_type == 'mattingbase':
+        return MattingBase(backbone)
+    if model_type == 'mattingrefine':
+        return MattingRefine(backbone, backbone_scale, refine_mode, refine_sample_pixels, refine_threshold,
+                             refine_kernel_size, refine_prevent_oversampling)
+    raise ValueError(f"unknown model type {model_type!r}; expected one of {', '.join(MODEL_TYPES)}")
+
+
+__all__ = ['MattingBase', 'MattingRefine', 'build_model', 'BACKBONES', 'REFINE_MODES', 'MODEL_TYPES']

@@ -1,0 +1,288 @@
+"""BackgroundMattingV2 (Lin et al., CVPR 2021): MattingBase and MattingRefine.
+
+The same network as the official PyTorch model, layer for layer and name for name, so the released
+`pytorch_<backbone>.pth` checkpoints convert by renaming BatchNorm statistics only.
+"""
+import math
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from .backbones import MobileNetV2Encoder, ResNetEncoder
+from .backbones.resnet import batch_norm
+
+BACKBONES = ('resnet50', 'resnet101', 'mobilenetv2')
+REFINE_MODES = ('full', 'sampling', 'thresholding')
+
+
+def resize(x, size, mode='bilinear'):
+    """Resize to an explicit size (Paddle's `scale_factor` samples differently from torch's)."""
+    if mode == 'nearest':
+        return F.interpolate(x, size=size, mode='nearest')
+    return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+
+
+class ASPP(nn.Layer):
+    """torchvision's DeepLabV3 ASPP: 1x1, three dilated 3x3 and an image-pooling branch."""
+
+    def __init__(self, in_channels, rates=(3, 6, 9), out_channels=256):
+        super().__init__()
+        def branch(kernel_size, rate=1):
+            return nn.Sequential(
+                nn.Conv2D(in_channels, out_channels, kernel_size, padding=rate if kernel_size == 3 else 0,
+                          dilation=rate, bias_attr=False),
+                batch_norm(out_channels), nn.ReLU())
+        pooling = nn.Sequential(nn.AdaptiveAvgPool2D(1), *branch(1))
+        self.convs = nn.LayerList([branch(1)] + [branch(3, r) for r in rates] + [pooling])
+        self.project = nn.Sequential(
+            nn.Conv2D(out_channels * (len(rates) + 2), out_channels, 1, bias_attr=False),
+            batch_norm(out_channels), nn.ReLU(), nn.Dropout(0.5))
+
+    def forward(self, x):
+        branches = [conv(x) for conv in self.convs[:-1]]
+        pooled = self.convs[-1](x)                         # B x 256 x 1 x 1
+        branches.append(pooled.expand_as(branches[0]))     # = bilinear resize of a 1x1 map
+        return self.project(paddle.concat(branches, axis=1))
+
+
+class Decoder(nn.Layer):
+    """Four upsample-concat-conv stages back to the input resolution: 256-128-64-48-out."""
+
+    def __init__(self, channels, feature_channels):
+        super().__init__()
+        self.conv1 = nn.Conv2D(feature_channels[0] + channels[0], channels[1], 3, padding=1, bias_attr=False)
+        self.bn1 = batch_norm(channels[1])
+        self.conv2 = nn.Conv2D(feature_channels[1] + channels[1], channels[2], 3, padding=1, bias_attr=False)
+        self.bn2 = batch_norm(channels[2])
+        self.conv3 = nn.Conv2D(feature_channels[2] + channels[2], channels[3], 3, padding=1, bias_attr=False)
+        self.bn3 = batch_norm(channels[3])
+        self.conv4 = nn.Conv2D(feature_channels[3] + channels[3], channels[4], 3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x4, x3, x2, x1, x0):
+        x = paddle.concat([resize(x4, x3.shape[2:]), x3], axis=1)
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = paddle.concat([resize(x, x2.shape[2:]), x2], axis=1)
+        x = self.relu(self.bn2(self.conv2(x)))
+        x = paddle.concat([resize(x, x1.shape[2:]), x1], axis=1)
+        x = self.relu(self.bn3(self.conv3(x)))
+        x = paddle.concat([resize(x, x0.shape[2:]), x0], axis=1)
+        return self.conv4(x)
+
+
+class Base(nn.Layer):
+    """Backbone -> ASPP -> decoder; a map of `out_channels` at the input resolution."""
+
+    def __init__(self, backbone, in_channels, out_channels):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
+        if backbone == 'mobilenetv2':
+            self.backbone = MobileNetV2Encoder(in_channels)
+            self.aspp = ASPP(320)
+            self.decoder = Decoder([256, 128, 64, 48, out_channels], [32, 24, 16, in_channels])
+        else:
+            self.backbone = ResNetEncoder(in_channels, backbone)
+            self.aspp = ASPP(2048)
+            self.decoder = Decoder([256, 128, 64, 48, out_channels], [512, 256, 64, in_channels])
+
+    def forward(self, x):
+        x4, x3, x2, x1, x0 = self.backbone(x)
+        return self.decoder(self.aspp(x4), x3, x2, x1, x0)
+
+
+def check_pair(src, bgr, multiple=1):
+    """Clear errors for inputs the network cannot take (dygraph only: static shapes may be -1)."""
+    if not paddle.in_dynamic_mode():
+        return
+    if src.ndim != 4 or src.shape[1] != 3:
+        raise ValueError(f"src must be B x 3 x H x W (RGB), got shape {list(src.shape)}")
+    if list(src.shape) != list(bgr.shape):
+        raise ValueError(f"src and bgr must have the same shape, got {list(src.shape)} and {list(bgr.shape)}")
+    h, w = src.shape[2:]
+    if h % multiple or w % multiple:
+        raise ValueError(f"height and width must be divisible by {multiple}, got {h} x {w} "
+                         f"(pad the input, as predict.py does)")
+
+
+class MattingBase(Base):
+    """Coarse network at the input resolution.
+
+    forward(src, bgr) -> (pha, fgr, err, hid): B x {1, 3, 1, 32} x H x W.
+    """
+
+    def __init__(self, backbone):
+        super().__init__(backbone, in_channels=6, out_channels=37)
+
+    def forward(self, src, bgr):
+        check_pair(src, bgr)
+        x = super().forward(paddle.concat([src, bgr], axis=1))
+        pha = paddle.clip(x[:, 0:1], 0., 1.)
+        fgr = paddle.clip(x[:, 1:4] + src, 0., 1.)
+        err = paddle.clip(x[:, 4:5], 0., 1.)
+        hid = F.relu(x[:, 5:])
+        return pha, fgr, err, hid
+
+
+class Refiner(nn.Layer):
+    """Re-predicts 4x4 full-resolution patches where the coarse error is largest.
+
+    Modes: 'full' refines everything densely, 'sampling' the top `sample_pixels / 16` patches,
+    'thresholding' the patches whose error exceeds `threshold`.
+    """
+
+    def __init__(self, mode, sample_pixels, threshold, kernel_size=3, prevent_oversampling=True):
+        super().__init__()
+        if mode not in REFINE_MODES:
+            raise ValueError(f"unknown refine mode {mode!r}; expected one of {', '.join(REFINE_MODES)}")
+        if kernel_size not in (1, 3):
+            raise ValueError(f"refine kernel size must be 1 or 3, got {kernel_size}")
+        self.mode = mode
+        self.sample_pixels = sample_pixels
+        self.threshold = threshold
+        self.kernel_size = kernel_size
+        self.prevent_oversampling = prevent_oversampling
+        channels = [32, 24, 16, 12, 4]
+        self.conv1 = nn.Conv2D(channels[0] + 6 + 4, channels[1], kernel_size, bias_attr=False)
+        self.bn1 = batch_norm(channels[1])
+        self.conv2 = nn.Conv2D(channels[1], channels[2], kernel_size, bias_attr=False)
+        self.bn2 = batch_norm(channels[2])
+        self.conv3 = nn.Conv2D(channels[2] + 6, channels[3], kernel_size, bias_attr=False)
+        self.bn3 = batch_norm(channels[3])
+        self.conv4 = nn.Conv2D(channels[3], channels[4], kernel_size)
+        self.relu = nn.ReLU()
+
+    def forward(self, src, bgr, pha, fgr, err, hid):
+        """pha, err: B x 1 x h x w coarse; fgr: coarse residual (unclamped); hid: B x 32 x h x w.
+
+        Returns (pha, fgr_residual, ref): full-resolution, before clamping, and the
+        B x 1 x H/4 x W/4 map of refined patches.
+        """
+        H, W = src.shape[2], src.shape[3]
+        src_bgr = paddle.concat([src, bgr], axis=1)
+        coarse = paddle.concat([hid, pha, fgr], axis=1)                # B x 36 x h x w
+        if self.mode == 'full':
+            return self.refine_full(src_bgr, coarse)
+        ref = self.select_refinement_regions(resize(err, [H // 4, W // 4]))
+        idx = paddle.nonzero(ref[:, 0])                                # P x 3 rows of (b, y, x)
+        out = resize(paddle.concat([pha, fgr], axis=1), [H, W])
+        if idx.shape[0] != 0:
+            patches = self.refine_patches(src_bgr, coarse, idx)        # P x 4 x 4 x 4
+            out = replace_patch(out, patches, idx)
+        return out[:, :1], out[:, 1:], ref
+
+    def select_refinement_regions(self, err):
+        """err: B x 1 x H/4 x W/4 -> 0/1 map of the patches to refine."""
+        if self.mode == 'thresholding':
+            return (err > self.threshold).astype(err.dtype)
+        b, _, h, w = err.shape
+        flat = err.reshape([b, -1])
+        # the official code fails when k exceeds the map (small images); take every patch then
+        k = min(self.sample_pixels // 16, h * w)
+        ref = paddle.zeros_like(flat)
+        if k > 0:
+            idx = paddle.topk(flat, k, axis=1, sorted=False)[1]
+            ref = paddle.put_along_axis(ref, idx, paddle.ones_like(idx, dtype=flat.dtype), axis=1)
+        if self.prevent_oversampling:
+            ref = ref * (flat > 0).astype(flat.dtype)
+        return ref.reshape([b, 1, h, w])
+
+    def refine_patches(self, src_bgr, coarse, idx):
+        H, W = src_bgr.shape[2], src_bgr.shape[3]
+        # kernel 3: 2x2 half-res cores with 3 px of context, 4x4 full-res cores with 2 px
+        half_pad, full_pad = (3, 2) if self.kernel_size == 3 else (0, 0)
+        x = crop_patch(resize(coarse, [H // 2, W // 2]), idx, 2, half_pad)   # P x 36 x 8 x 8
+        y = crop_patch(resize(src_bgr, [H // 2, W // 2]), idx, 2, half_pad)  # P x 6 x 8 x 8
+        x = self.relu(self.bn1(self.conv1(paddle.concat([x, y], axis=1))))
+        x = self.relu(self.bn2(self.conv2(x)))                               # P x 16 x 4 x 4
+        size = 8 if self.kernel_size == 3 else 4
+        x = resize(x, [size, size], 'nearest')
+        y = crop_patch(src_bgr, idx, 4, full_pad)                            # P x 6 x 8 x 8
+        x = self.relu(self.bn3(self.conv3(paddle.concat([x, y], axis=1))))
+        return self.conv4(x)                                                 # P x 4 x 4 x 4
+
+    def refine_full(self, src_bgr, coarse):
+        B, H, W = src_bgr.shape[0], src_bgr.shape[2], src_bgr.shape[3]
+        pad = 3 if self.kernel_size == 3 else 0
+        x = F.pad(resize(coarse, [H // 2, W // 2]), [pad] * 4)
+        y = F.pad(resize(src_bgr, [H // 2, W // 2]), [pad] * 4)
+        x = self.relu(self.bn1(self.conv1(paddle.concat([x, y], axis=1))))
+        x = self.relu(self.bn2(self.conv2(x)))
+        pad = 2 if self.kernel_size == 3 else 0
+        x = resize(x, [H + 2 * pad, W + 2 * pad], 'nearest')
+        y = F.pad(src_bgr, [pad] * 4)
+        x = self.relu(self.bn3(self.conv3(paddle.concat([x, y], axis=1))))
+        x = self.conv4(x)
+        ref = paddle.ones([B, 1, H // 4, W // 4], dtype=x.dtype)
+        return x[:, :1], x[:, 1:], ref
+
+
+def crop_patch(x, idx, size, padding):
+    """Patches of `size + 2 * padding` pixels at stride `size` around each (b, y, x) of idx.
+
+    x: B x C x H x W -> P x C x K x K. A gather of flat positions: no unfold of the whole map.
+    """
+    if padding:
+        x = F.pad(x, [padding] * 4)
+    B, C, Hp, Wp = x.shape
+    k = size + 2 * padding
+    offsets = paddle.arange(k, dtype='int64')
+    offsets = (offsets.unsqueeze(1) * Wp + offsets.unsqueeze(0)).reshape([1, -1])     # 1 x K*K
+    start = idx[:, 0] * (Hp * Wp) + idx[:, 1] * (size * Wp) + idx[:, 2] * size         # P
+    flat = (start.unsqueeze(1) + offsets).reshape([-1])                                # P*K*K
+    # channels first: for B == 1 this transpose is free, and the gather reads C rows
+    x = x.transpose([1, 0, 2, 3]).reshape([C, -1])
+    patches = paddle.gather(x, flat, axis=1).reshape([C, -1, k, k])
+    return patches.transpose([1, 0, 2, 3])
+
+
+def replace_patch(x, patches, idx):
+    """Overwrite the 4x4 blocks of x (B x C x H x W) at each (b, y, x) of idx with patches (P x C x 4 x 4).
+
+    A functional scatter on a contiguous (block, C*16) layout: index assignment into a transposed
+    view writes the wrong elements in Paddle's dygraph.
+    """
+    B, C, H, W = x.shape
+    blocks = x.reshape([B, C, H // 4, 4, W // 4, 4]).transpose([0, 2, 4, 1, 3, 5])
+    blocks = blocks.reshape([-1, C * 16])
+    rows = idx[:, 0] * (H // 4 * (W // 4)) + idx[:, 1] * (W // 4) + idx[:, 2]
+    blocks = paddle.scatter(blocks, rows, patches.reshape([-1, C * 16]), overwrite=True)
+    blocks = blocks.reshape([B, H // 4, W // 4, C, 4, 4]).transpose([0, 3, 1, 4, 2, 5])
+    return blocks.reshape([B, C, H, W])
+
+
+class MattingRefine(MattingBase):
+    """Base network at `backbone_scale`, refiner at full resolution.
+
+    forward(src, bgr) -> (pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm), as the official model.
+    H and W must be divisible by 4.
+    """
+
+    def __init__(self, backbone, backbone_scale=1 / 4, refine_mode='sampling', refine_sample_pixels=80_000,
+                 refine_threshold=0.1, refine_kernel_size=3, refine_prevent_oversampling=True):
+        if not 0 < backbone_scale <= 1 / 2:
+            raise ValueError(f"backbone_scale must be in (0, 0.5], got {backbone_scale}")
+        super().__init__(backbone)
+        self.backbone_scale = backbone_scale
+        self.refiner = Refiner(refine_mode, refine_sample_pixels, refine_threshold, refine_kernel_size,
+                               refine_prevent_oversampling)
+
+    def forward(self, src, bgr):
+        check_pair(src, bgr, multiple=4)
+        H, W = src.shape[2], src.shape[3]
+        # floor(H * s) as torch's recompute_scale_factor=True computes it
+        size = [math.floor(H * self.backbone_scale), math.floor(W * self.backbone_scale)] \
+            if isinstance(H, int) else [paddle.floor(H * self.backbone_scale).astype('int32'),
+                                        paddle.floor(W * self.backbone_scale).astype('int32')]
+        src_sm, bgr_sm = resize(src, size), resize(bgr, size)
+        x = Base.forward(self, paddle.concat([src_sm, bgr_sm], axis=1))
+        pha_sm = paddle.clip(x[:, 0:1], 0., 1.)
+        fgr_sm = x[:, 1:4]                                   # residual, unclamped for the refiner
+        err_sm = paddle.clip(x[:, 4:5], 0., 1.)
+        hid_sm = F.relu(x[:, 5:])
+        pha, fgr, ref_sm = self.refiner(src, bgr, pha_sm, fgr_sm, err_sm, hid_sm)
+        pha = paddle.clip(pha, 0., 1.)
+        fgr = paddle.clip(fgr + src, 0., 1.)
+        fgr_sm = paddle.clip(src_sm + fgr_sm, 0., 1.)
+        return pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm
