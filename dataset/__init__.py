@@ -1,0 +1,1 @@
+"""Reading matting datasets in their real layouts, pairing, augmentation, compositing, synthetic data."""

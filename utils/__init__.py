@@ -1,0 +1,1 @@
+"""Shared pieces: image I/O, metrics, losses, checkpoints, command-line options."""

@@ -1,0 +1,121 @@
+"""Image files in and out: the one place that reads and writes them.
+
+Reading accepts JPG/PNG/BMP/TIFF/WebP, 8 or 16 bit, grayscale, RGB or RGBA, and applies the EXIF
+orientation of photos. Everything is returned as float32 in [0, 1]. Writing is atomic: a file
+either appears complete or not at all, so an interrupted run never leaves a truncated output.
+"""
+import contextlib
+import os
+import tempfile
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+class ImageReadError(ValueError):
+    """A file that is missing or cannot be decoded as an image; the message names the file."""
+
+
+def _decode(path, flags):
+    try:
+        data = np.fromfile(path, dtype=np.uint8)   # also handles non-ASCII paths
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read file ({e.strerror or e})") from None
+    image = cv2.imdecode(data, flags) if data.size else None
+    if image is None:
+        raise ImageReadError(f"{path}: not a readable image (empty, truncated or unknown format)")
+    return image
+
+
+def _to_float(image, path):
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / np.float32(65535)
+    if image.dtype == np.float32:
+        return np.clip(image, 0, 1)
+    raise ImageReadError(f"{path}: unsupported pixel type {image.dtype}")
+
+
+def read_image(path):
+    """H x W x 3 float32 RGB in [0, 1]. Grayscale is repeated to RGB; an alpha channel is dropped."""
+    image = _decode(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)   # applies EXIF orientation
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    else:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return _to_float(image, path)
+
+
+def read_alpha(path):
+    """H x W float32 matte in [0, 1]. Of a colour file the first (red) channel is used, as in the
+    reference MATLAB evaluation; of an RGBA file whose colour is empty, the alpha channel."""
+    image = _decode(path, cv2.IMREAD_UNCHANGED)
+    if image.ndim == 3:
+        if image.shape[2] == 4 and not image[:, :, :3].any():
+            image = image[:, :, 3]
+        elif image.shape[2] == 2:                  # gray + alpha
+            image = image[:, :, 0]
+        else:
+            image = image[:, :, 2]                 # BGR(A) -> R
+    return _to_float(np.ascontiguousarray(image), path)
+
+
+def read_alpha_u8(path):
+    """H x W uint8 matte exactly as stored in an 8-bit file (16-bit files are rounded to 8 bits)."""
+    return to_uint8(read_alpha(path))
+
+
+def to_uint8(image):
+    """float [0, 1] -> uint8 with rounding; uint8 passes through."""
+    if image.dtype == np.uint8:
+        return image
+    return np.clip(np.rint(np.asarray(image, np.float32) * 255), 0, 255).astype(np.uint8)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to `path`; on success it is renamed to `path`, else removed."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix=suffix, dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_image(path, image, quality=95):
+    """Write H x W (gray), H x W x 3 (RGB) or H x W x 4 (RGBA) atomically.
+
+    float input in [0, 1] or uint8; the format follows the extension (JPG, PNG, ...).
+    """
+    image = to_uint8(np.asarray(image))
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    ext = os.path.splitext(path)[1].lower() or '.png'
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext in ('.jpg', '.jpeg') else []
+    ok, data = cv2.imencode(ext, image, params)
+    if not ok:
+        raise ValueError(f"{path}: cannot encode an image of shape {image.shape} as {ext}")
+    with atomic_path(path) as tmp:
+        data.tofile(tmp)
+
+
+def list_images(root):
+    """Image files under `root`, recursively, sorted by relative path."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root}: no such directory")
+    found = []
+    for directory, _, files in os.walk(root):
+        found += [os.path.join(directory, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)
+                  and not f.startswith('.')]
+    return sorted(found, key=lambda p: os.path.relpath(p, root))
