@@ -1,0 +1,42 @@
+"""The seeded-weight rule of the golden vectors, re-implemented for the tests (numpy only).
+
+Entry i of a key list (num_batches_tracked left out) is drawn from numpy.random.default_rng(1000 + i):
+conv/linear weights N(0,1)*sqrt(2/fan_in), biases N(0,1)*0.01, BN weight U(0.5,1.5), BN bias N(0,1)*0.1,
+running mean N(0,1)*0.1, running var U(0.5,1.5); drawn in float64, stored as float32.
+"""
+import json
+import math
+
+import numpy as np
+
+
+def _draw(kind, shape, rng):
+    if kind in ('conv_weight', 'linear_weight'):
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        return rng.standard_normal(size=shape) * math.sqrt(2.0 / fan_in)
+    if kind == 'bias':
+        return rng.standard_normal(size=shape) * 0.01
+    if kind in ('bn_weight', 'bn_running_var'):
+        return rng.uniform(0.5, 1.5, size=shape)
+    if kind in ('bn_bias', 'bn_running_mean'):
+        return rng.standard_normal(size=shape) * 0.1
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def make_weights(entries):
+    """[(torch_key, shape, kind), ...] in state_dict order -> {torch_key: float32 array}."""
+    return {key: np.asarray(_draw(kind, tuple(shape), np.random.default_rng(1000 + i)),
+                            np.float64).astype(np.float32)
+            for i, (key, shape, kind) in enumerate(entries)}
+
+
+def load_entries(path):
+    """A golden `keys_*.json` spec -> [(key, shape, kind), ...] in index order."""
+    with open(path, encoding='utf-8') as f:
+        entries = sorted(json.load(f)['entries'], key=lambda e: e['index'])
+    return [(e['key'], tuple(e['shape']), e['kind']) for e in entries]
+
+
+def to_paddle_names(weights):
+    """torch BatchNorm statistic names -> Paddle's."""
+    return {k.replace('running_mean', '_mean').replace('running_var', '_variance'): v for k, v in weights.items()}
