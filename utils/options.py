@@ -1,0 +1,84 @@
+"""The model options every entry point shares (named as in the official scripts), and the device."""
+import os
+
+import paddle
+
+from model import BACKBONES, MODEL_TYPES, REFINE_MODES, build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CHECKPOINT = os.path.join(ROOT, 'model', 'weights', 'bgmv2_mobilenetv2_demo.pdparams')
+
+
+def add_model_args(parser, refine_threshold=0.7):
+    """--model-* and --device. `refine_threshold` default: 0.7 as the official inference scripts."""
+    g = parser.add_argument_group('model')
+    g.add_argument('--model-type', choices=MODEL_TYPES, default='mattingrefine',
+                   help='mattingbase: coarse network only; mattingrefine: coarse network at '
+                        '--model-backbone-scale plus the full-resolution refiner (default)')
+    g.add_argument('--model-backbone', choices=BACKBONES, default='mobilenetv2',
+                   help='encoder of the base network (default mobilenetv2)')
+    g.add_argument('--model-checkpoint', default=None,
+                   help='weights: a .pdparams of this project or an official PyTorch .pth (converted on the '
+                        'fly, no torch needed). Default: the demo model shipped in model/weights/ '
+                        '(mobilenetv2, trained by this project on a small demo set; not the official weights)')
+    g.add_argument('--model-backbone-scale', type=float, default=0.25,
+                   help='scale at which the base network sees the image, at most 0.5 (default 0.25; '
+                        'use 0.125 for 4K)')
+    g.add_argument('--model-refine-mode', choices=REFINE_MODES, default='sampling',
+                   help='which patches the refiner re-predicts: the --model-refine-sample-pixels worst '
+                        '(sampling, default), those above --model-refine-threshold (thresholding), or all (full)')
+    g.add_argument('--model-refine-sample-pixels', type=int, default=80_000,
+                   help='pixels refined in sampling mode, in 4x4 patches (default 80000 for HD; 320000 for 4K)')
+    g.add_argument('--model-refine-threshold', type=float, default=refine_threshold,
+                   help=f'error threshold of thresholding mode (default {refine_threshold})')
+    g.add_argument('--model-refine-kernel-size', type=int, choices=[1, 3], default=3,
+                   help='refiner conv kernel size; the official weights use 3 (default)')
+    g.add_argument('--device', choices=['cpu', 'gpu'], default=default_device(),
+                   help=f'where to run (default {default_device()}: gpu when Paddle is built with CUDA)')
+    return g
+
+
+def default_device():
+    return 'gpu' if paddle.device.is_compiled_with_cuda() else 'cpu'
+
+
+def set_device(name):
+    if name == 'gpu' and not paddle.device.is_compiled_with_cuda():
+        raise ValueError("--device gpu needs paddlepaddle-gpu (this Paddle is a CPU build); use --device cpu")
+    paddle.set_device(name)
+
+
+def model_options(args):
+    """The keyword arguments of model.build_model that the parsed options name."""
+    return dict(model_type=args.model_type, backbone=args.model_backbone,
+                backbone_scale=args.model_backbone_scale, refine_mode=args.model_refine_mode,
+                refine_sample_pixels=args.model_refine_sample_pixels,
+                refine_threshold=args.model_refine_threshold, refine_kernel_size=args.model_refine_kernel_size)
+
+
+def checkpoint_path(args):
+    """--model-checkpoint, or the demo model when it fits the chosen backbone."""
+    if args.model_checkpoint:
+        if not os.path.isfile(args.model_checkpoint):
+            raise FileNotFoundError(f"{args.model_checkpoint}: checkpoint not found")
+        return args.model_checkpoint
+    if args.model_backbone != 'mobilenetv2':
+        raise ValueError(f"no --model-checkpoint given and the demo model is mobilenetv2, not "
+                         f"{args.model_backbone}; convert the official weights with tools/convert_weights.py")
+    if not os.path.isfile(DEMO_CHECKPOINT):
+        raise FileNotFoundError(f"{DEMO_CHECKPOINT}: demo model missing; pass --model-checkpoint")
+    return DEMO_CHECKPOINT
+
+
+def model_from_args(args):
+    """Build the model the options describe, load its weights (by name and shape) and switch to eval."""
+    from utils.checkpoint import load_weights
+    set_device(args.device)
+    model = build_model(**model_options(args))
+    loaded, skipped = load_weights(model, checkpoint_path(args))
+    missing = [k for k in model.state_dict() if k not in loaded]
+    if missing:
+        raise ValueError(f"{checkpoint_path(args)}: does not fit {args.model_type}/{args.model_backbone}: "
+                         f"{len(missing)} weights missing (first: {missing[0]})")
+    model.eval()
+    return model
