@@ -1,0 +1,220 @@
+"""Write a synthetic matting dataset in the layouts the readers of dataset/ understand.
+
+Foregrounds are textured blobs with soft edges and hair-like strands of fractional alpha; backgrounds are
+textured images (procedural, or random crops of real photos with --real-bg). Real foregrounds (a folder
+with fgr/ + pha/, e.g. dataset/demo/train) can be mixed in with --real-fg.
+
+    python3 tools/make_synthetic_data.py --out data/synthetic --layout fgr_pha --num-train 40 --num-valid 8
+    python3 tools/make_synthetic_data.py --out data/vm --layout videomatte --num-train 4 --frames 3
+
+Layouts: fgr_pha ({train,valid}/{fgr,pha}), videomatte ({train,test}/{fgr,pha}/<clip>/<frame>.jpg),
+aim ({train,valid}/{original,mask,trimap}), rgba ({train,valid}/*.png with alpha). Backgrounds go to
+<out>/backgrounds/{train,valid}/.
+
+--demo-from-realdata DIR builds dataset/demo (the shipped demo set) from shared/realdata instead.
+"""
+import argparse
+import os
+import shutil
+import sys
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dataset.folders import find_pairs, image_files  # noqa: E402
+from dataset.matting import read_pair  # noqa: E402
+from utils.io import read_alpha, read_image, to_uint8, write_image  # noqa: E402
+
+
+# ---------------------------------------------------------------- textures
+
+def smooth_noise(rng, h, w, cells):
+    """Value noise: a cells x cells random grid upsampled smoothly, one field per colour channel."""
+    grid = rng.random((cells, cells, 3), dtype=np.float32)
+    return cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+
+
+def texture(rng, h, w, real=None):
+    """A textured RGB image: a crop of a real photo when given, else multi-scale noise, a colour
+    gradient and random shapes."""
+    if real is not None:
+        image = read_image(real[int(rng.integers(len(real)))])
+        s = max(h / image.shape[0], w / image.shape[1]) * rng.uniform(1, 1.6)
+        image = cv2.resize(image, (max(w, round(image.shape[1] * s)), max(h, round(image.shape[0] * s))),
+                           interpolation=cv2.INTER_AREA)
+        y, x = rng.integers(0, image.shape[0] - h + 1), rng.integers(0, image.shape[1] - w + 1)
+        return np.ascontiguousarray(image[y:y + h, x:x + w])
+    image = sum(smooth_noise(rng, h, w, c) * a for c, a in ((3, 0.5), (12, 0.3), (48, 0.2)))
+    image = image * rng.uniform(0.3, 1, 3).astype(np.float32) + rng.uniform(0, 0.4, 3).astype(np.float32)
+    for _ in range(int(rng.integers(3, 9))):
+        colour = tuple(float(c) for c in rng.random(3))
+        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        if rng.random() < 0.5:
+            cv2.circle(image, centre, int(rng.integers(4, max(5, w // 5))), colour, -1, cv2.LINE_AA)
+        else:
+            size = (int(rng.integers(4, max(5, w // 4))), int(rng.integers(4, max(5, h // 4))))
+            cv2.rectangle(image, centre, (centre[0] + size[0], centre[1] + size[1]), colour, -1, cv2.LINE_AA)
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
+# ---------------------------------------------------------------- foregrounds
+
+def hair_alpha(rng, h, w, body, strands, supersample=4):
+    """Strands of hair grown outwards from the body's edge: thin anti-aliased random-walk curves drawn at
+    `supersample` x the size and area-averaged down, which gives sub-pixel, fractional alpha."""
+    H, W = h * supersample, w * supersample
+    canvas = np.zeros((H, W), np.float32)
+    edge = np.argwhere(cv2.Canny(to_uint8(body), 50, 150) > 0)
+    if len(edge) == 0:
+        return canvas[::supersample, ::supersample]
+    cy, cx = np.argwhere(body > 0.5).mean(axis=0)
+    for _ in range(strands):
+        y, x = edge[int(rng.integers(len(edge)))]
+        direction = np.arctan2(y - cy, x - cx) + rng.normal(0, 0.5)
+        points = [(x * supersample, y * supersample)]
+        for _ in range(int(rng.integers(6, 20))):
+            direction += rng.normal(0, 0.25)
+            step = rng.uniform(1.5, 4) * supersample
+            points.append((points[-1][0] + step * np.cos(direction), points[-1][1] + step * np.sin(direction)))
+        cv2.polylines(canvas, [np.round(points).astype(np.int32)], False, float(rng.uniform(0.3, 1)),
+                      int(rng.integers(1, 3)), cv2.LINE_AA)
+    return cv2.resize(canvas, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def synthetic_foreground(rng, h, w, real=None):
+    """(fgr, pha): a union of ellipses with a soft edge plus hair, coloured with a texture everywhere."""
+    body = np.zeros((h, w), np.float32)
+    for _ in range(int(rng.integers(1, 4))):
+        centre = (int(w * rng.uniform(0.3, 0.7)), int(h * rng.uniform(0.35, 0.75)))
+        axes = (int(w * rng.uniform(0.1, 0.3)), int(h * rng.uniform(0.1, 0.35)))
+        cv2.ellipse(body, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1, cv2.LINE_AA)
+    body = cv2.GaussianBlur(body, (0, 0), rng.uniform(0.5, 2.5))
+    hair = hair_alpha(rng, h, w, body, int(rng.integers(40, 200)))
+    pha = np.clip(np.maximum(body, hair), 0, 1)
+    hair_colour = rng.uniform(0, 1, 3).astype(np.float32)
+    fgr = texture(rng, h, w, real)
+    fgr = fgr * (1 - hair[..., None]) + (hair_colour * rng.uniform(0.8, 1.2, (h, w, 1))).clip(0, 1) * hair[..., None]
+    return fgr.astype(np.float32), pha.astype(np.float32)
+
+
+def real_foreground(rng, pair, size):
+    """A real (fgr, pha) pair, resized so that its long side is `size`."""
+    fgr, pha = read_pair(*pair[:2])
+    s = size / max(fgr.shape[:2])
+    shape = (max(1, round(fgr.shape[1] * s)), max(1, round(fgr.shape[0] * s)))
+    return cv2.resize(fgr, shape, interpolation=cv2.INTER_AREA), cv2.resize(pha, shape, interpolation=cv2.INTER_AREA)
+
+
+def trimap_of(pha, width=7):
+    """Unknown (128) where alpha is fractional or within `width` px of the edge, else 0/255."""
+    kernel = np.ones((width, width), np.uint8)
+    fg, bg = (pha > 0.99).astype(np.uint8), (pha < 0.01).astype(np.uint8)
+    trimap = np.full(pha.shape, 128, np.uint8)
+    trimap[cv2.erode(fg, kernel) > 0] = 255
+    trimap[cv2.erode(bg, kernel) > 0] = 0
+    return trimap
+
+
+# ---------------------------------------------------------------- layouts
+
+def write_sample(out, layout, split, name, fgr, pha, rng, real_bg):
+    if layout == 'fgr_pha':
+        write_image(os.path.join(out, split, 'fgr', name + '.png'), fgr)
+        write_image(os.path.join(out, split, 'pha', name + '.png'), pha)
+    elif layout == 'aim':        # AIM-500: the photo, its matte and a trimap
+        photo = fgr * pha[..., None] + texture(rng, *pha.shape, real_bg) * (1 - pha[..., None])
+        write_image(os.path.join(out, split, 'original', name + '.jpg'), photo)
+        write_image(os.path.join(out, split, 'mask', name + '.png'), pha)
+        write_image(os.path.join(out, split, 'trimap', name + '.png'), trimap_of(pha))
+    elif layout == 'rgba':       # PhotoMatte85: one RGBA PNG per portrait
+        write_image(os.path.join(out, split, name + '.png'), np.dstack([fgr, pha]))
+    else:
+        raise ValueError(f"unknown layout {layout!r}")
+
+
+def write_clip(out, split, name, fgr, pha, frames, rng):
+    """VideoMatte240K: a clip of JPEG frames of the foreground drifting a few pixels per frame."""
+    dx, dy = rng.uniform(-3, 3, 2)
+    for t in range(frames):
+        m = np.float32([[1, 0, dx * t], [0, 1, dy * t]])
+        h, w = pha.shape
+        f = cv2.warpAffine(fgr, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+        p = cv2.warpAffine(pha, m, (w, h))
+        write_image(os.path.join(out, split, 'fgr', name, f'{t:05d}.jpg'), f)
+        write_image(os.path.join(out, split, 'pha', name, f'{t:05d}.jpg'), p)
+
+
+def generate(args):
+    rng = np.random.default_rng(args.seed)
+    real_bg = image_files(args.real_bg) if args.real_bg else None
+    real_fg = find_pairs(args.real_fg) if args.real_fg else []
+    h = w = args.size
+    splits = (('train', args.num_train), ('test' if args.layout == 'videomatte' else 'valid', args.num_valid))
+    for split, count in splits:
+        for i in range(count):
+            if i < len(real_fg) and split == 'train':
+                fgr, pha = real_foreground(rng, real_fg[i], args.size)
+            else:
+                fgr, pha = synthetic_foreground(rng, h, w, real_bg if rng.random() < 0.5 else None)
+            name = f'{split}_{i:04d}'
+            if args.layout == 'videomatte':
+                write_clip(args.out, split, name, fgr, pha, args.frames, rng)
+            else:
+                write_sample(args.out, args.layout, split, name, fgr, pha, rng, real_bg)
+        for i in range(args.num_backgrounds if split == 'train' else max(1, args.num_backgrounds // 4)):
+            write_image(os.path.join(args.out, 'backgrounds', 'valid' if split != 'train' else 'train',
+                                     f'{i:04d}.jpg'), texture(rng, h, round(w * 1.25), real_bg))
+
+
+# ---------------------------------------------------------------- the shipped demo set
+
+DEMO_VALID_SCENES = ('GT08', 'GT11', 'GT14')          # the project's own validation split
+DEMO_VALID_BACKGROUNDS = ('wiki_022', 'wiki_024', 'wiki_028', 'wiki_030', 'teaser_back')
+
+
+def build_demo(realdata, out, long_side=640):
+    """dataset/demo from shared/realdata: alphamatting.com foregrounds (GTxx_fg_est + GTxx_alpha) and
+    background photos, background JPEGs downscaled to `long_side`, split into train/valid."""
+    scenes = os.path.join(realdata, 'fg_alpha', 'alphamatting_com')
+    for name in sorted(f[:4] for f in os.listdir(scenes) if f.endswith('_alpha.png')):
+        split = 'valid' if name in DEMO_VALID_SCENES else 'train'
+        write_image(os.path.join(out, split, 'fgr', name + '.jpg'), read_image(os.path.join(scenes, name + '_fg_est.png')),
+                    quality=92)
+        os.makedirs(os.path.join(out, split, 'pha'), exist_ok=True)
+        shutil.copyfile(os.path.join(scenes, name + '_alpha.png'), os.path.join(out, split, 'pha', name + '.png'))
+        assert read_alpha(os.path.join(out, split, 'pha', name + '.png')).shape[:2] == \
+            read_image(os.path.join(out, split, 'fgr', name + '.jpg')).shape[:2]
+    for path in image_files(os.path.join(realdata, 'backgrounds')):
+        name = os.path.splitext(os.path.basename(path))[0]
+        image = read_image(path)
+        s = long_side / max(image.shape[:2])
+        if s < 1:
+            image = cv2.resize(image, (round(image.shape[1] * s), round(image.shape[0] * s)), interpolation=cv2.INTER_AREA)
+        split = 'valid' if name in DEMO_VALID_BACKGROUNDS else 'train'
+        write_image(os.path.join(out, 'backgrounds', split, name + '.jpg'), image, quality=88)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--out', required=True)
+    p.add_argument('--layout', default='fgr_pha', choices=['fgr_pha', 'videomatte', 'aim', 'rgba'])
+    p.add_argument('--num-train', type=int, default=40)
+    p.add_argument('--num-valid', type=int, default=8)
+    p.add_argument('--num-backgrounds', type=int, default=16, help='training backgrounds (a quarter as many for valid)')
+    p.add_argument('--size', type=int, default=320, help='side of the synthetic images')
+    p.add_argument('--frames', type=int, default=3, help='frames per clip (videomatte layout)')
+    p.add_argument('--real-fg', help='a folder with fgr/ + pha/ whose pairs start the training split')
+    p.add_argument('--real-bg', help='a folder of photos to crop backgrounds and textures from')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--demo-from-realdata', metavar='DIR', help='build the shipped demo set from shared/realdata')
+    args = p.parse_args()
+    if args.demo_from_realdata:
+        build_demo(args.demo_from_realdata, args.out)
+    else:
+        generate(args)
+    print(f"wrote {args.out}")
+
+
+if __name__ == '__main__':
+    main()
