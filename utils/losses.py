@@ -1,0 +1,122 @@
+"""Training losses of BGMv2 (spec/bgmv2.md 2.5) plus RVM's Laplacian-pyramid alpha loss.
+
+Official losses: L1 alpha, L1 of Sobel gradient magnitudes, L1 of the foreground where the true alpha is
+non-zero, MSE of the predicted error map; the refine stage adds the same terms at the coarse scale.
+Every term has a weight (`LossWeights`, one command-line flag each); with laplacian=0 the sum is the
+official loss. Each function returns (total, {name: term}) so the terms can be logged.
+"""
+from dataclasses import dataclass, fields
+
+import paddle
+import paddle.nn.functional as F
+
+
+@dataclass
+class LossWeights:
+    pha: float = 1.0          # L1 alpha
+    sobel: float = 1.0        # L1 of alpha gradient magnitudes
+    fgr: float = 1.0          # L1 foreground where the true alpha > 0
+    err: float = 1.0          # MSE of the error prediction
+    laplacian: float = 1.0    # Laplacian-pyramid alpha loss (not in the official code; speeds convergence)
+
+    @classmethod
+    def add_args(cls, parser):
+        for f in fields(cls):
+            parser.add_argument(f'--loss-{f.name}', type=float, default=f.default,
+                                help=f'weight of the {f.name} loss term (default {f.default}; 0 switches it off)')
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(**{f.name: getattr(args, f'loss_{f.name}') for f in fields(cls)})
+
+
+def _kernel(rows, channels):
+    k = paddle.to_tensor(rows, dtype='float32')
+    return k.unsqueeze(0).unsqueeze(0).tile([channels, 1, 1, 1])
+
+
+def sobel(x, eps=1e-6):
+    """kornia.filters.sobel: per-channel 3x3 Sobel normalised by its L1 sum (1/8), replicate padding,
+    magnitude sqrt(gx^2 + gy^2 + eps)."""
+    c = x.shape[1]
+    gx = [[-1 / 8, 0, 1 / 8], [-2 / 8, 0, 2 / 8], [-1 / 8, 0, 1 / 8]]
+    gy = [list(r) for r in zip(*gx)]
+    x = F.pad(x, [1, 1, 1, 1], mode='replicate')
+    dx = F.conv2d(x, _kernel(gx, c), groups=c)
+    dy = F.conv2d(x, _kernel(gy, c), groups=c)
+    return paddle.sqrt(dx * dx + dy * dy + eps)
+
+
+GAUSS = [[a * b / 256 for b in (1, 4, 6, 4, 1)] for a in (1, 4, 6, 4, 1)]
+
+
+def _blur(x):
+    return F.conv2d(F.pad(x, [2, 2, 2, 2], mode='reflect'), _kernel(GAUSS, x.shape[1]), groups=x.shape[1])
+
+
+def _upsample(x):
+    """Zero-insertion x2 (times 4 to keep the mean), then the Gaussian blur."""
+    b, c, h, w = x.shape
+    up = paddle.stack([x * 4, paddle.zeros_like(x)], axis=-1).reshape([b, c, h, w * 2])
+    up = paddle.stack([up, paddle.zeros_like(up)], axis=-2).reshape([b, c, h * 2, w * 2])
+    return _blur(up)
+
+
+def laplacian_pyramid(x, levels):
+    pyramid = []
+    for _ in range(levels):
+        h, w = x.shape[2] // 2 * 2, x.shape[3] // 2 * 2
+        x = x[:, :, :h, :w]                       # even size: down and up again give the same size
+        down = _blur(x)[:, :, ::2, ::2]
+        pyramid.append(x - _upsample(down))
+        x = down
+    return pyramid
+
+
+def laplacian_loss(pred, true, max_levels=5):
+    """RVM's loss: L1 between Laplacian pyramids, level l weighted 2^l, divided by the number of levels.
+    Maps too small for 5 levels (reflect padding needs > 2 px) use fewer."""
+    levels = max_levels
+    while levels > 1 and min(pred.shape[2:]) >> (levels - 1) < 4:
+        levels -= 1
+    pairs = zip(laplacian_pyramid(pred, levels), laplacian_pyramid(true, levels))
+    return sum(2 ** i * F.l1_loss(p, t) for i, (p, t) in enumerate(pairs)) / max_levels
+
+
+def _alpha_terms(pha, true_pha, w, suffix=''):
+    terms = {'pha' + suffix: w.pha * F.l1_loss(pha, true_pha)}
+    if w.sobel:
+        terms['sobel' + suffix] = w.sobel * F.l1_loss(sobel(pha), sobel(true_pha))
+    if w.laplacian:
+        terms['laplacian' + suffix] = w.laplacian * laplacian_loss(pha, true_pha)
+    return terms
+
+
+def _fgr_term(fgr, true_fgr, true_pha, w):
+    mask = (true_pha > 0).astype(fgr.dtype)
+    return w.fgr * F.l1_loss(fgr * mask, true_fgr * mask)
+
+
+def _resize(x, size):
+    return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+
+
+def base_loss(pha, fgr, err, true_pha, true_fgr, w=LossWeights()):
+    """MattingBase: outputs and truth at one resolution; the error target uses the detached alpha."""
+    terms = _alpha_terms(pha, true_pha, w)
+    terms['fgr'] = _fgr_term(fgr, true_fgr, true_pha, w)
+    terms['err'] = w.err * F.mse_loss(err, (pha.detach() - true_pha).abs())
+    return sum(terms.values()), terms
+
+
+def refine_loss(pha, fgr, pha_sm, fgr_sm, err_sm, true_pha, true_fgr, w=LossWeights()):
+    """MattingRefine: full-resolution and coarse terms; the truth is resized to the coarse size.
+    As in the official code the coarse alpha is *not* detached in the error target."""
+    size = pha_sm.shape[2:]
+    true_pha_sm, true_fgr_sm = _resize(true_pha, size), _resize(true_fgr, size)
+    terms = {**_alpha_terms(pha, true_pha, w), **_alpha_terms(pha_sm, true_pha_sm, w, '_sm')}
+    terms['fgr'] = _fgr_term(fgr, true_fgr, true_pha, w)
+    terms['fgr_sm'] = _fgr_term(fgr_sm, true_fgr_sm, true_pha_sm, w)
+    full = true_pha.shape[2:]
+    terms['err'] = w.err * F.mse_loss(_resize(err_sm, full), (_resize(pha_sm, full) - true_pha).abs())
+    return sum(terms.values()), terms
