@@ -1,0 +1,277 @@
+"""Robust Video Matting (Lin et al., WACV 2022): MattingNetwork.
+
+The same network as the official PyTorch model (PeterL1n/RobustVideoMatting), layer for layer and name for
+name, so `rvm_mobilenetv3.pth` / `rvm_resnet50.pth` convert by renaming BatchNorm statistics only.
+Every layer except the ConvGRUs sees frames: a (B, T, C, H, W) chunk is folded to (B*T, C, H, W) around it.
+"""
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from .backbones.mobilenetv3 import MobileNetV3LargeEncoder
+from .backbones.resnet import ResNetEncoder, batch_norm
+
+VARIANTS = ('mobilenetv3', 'resnet50')
+REFINERS = ('deep_guided_filter', 'fast_guided_filter')
+
+
+def fold(layer, *tensors):
+    """Run a per-frame layer on 4-D tensors, or on 5-D ones with time folded into the batch."""
+    if tensors[0].ndim == 4:
+        return layer(*tensors)
+    batch, time = tensors[0].shape[:2]
+    out = layer(*[t.flatten(0, 1) for t in tensors])
+    unfold = lambda t: t.reshape([batch, time] + t.shape[1:])
+    return [unfold(t) for t in out] if isinstance(out, (list, tuple)) else unfold(out)
+
+
+def resize(x, size):
+    return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+
+
+def downsample(x, ratio):
+    """torch's interpolate(scale_factor=ratio, recompute_scale_factor=False): output floor(H*ratio) and
+    sampling at (dst + 0.5) / ratio - 0.5, which Paddle's scale_factor reproduces (a size would resample)."""
+    return F.interpolate(x, scale_factor=ratio, mode='bilinear', align_corners=False)
+
+
+def upsample2_crop(x, like):
+    """x2 upsample, then crop to `like`'s size (encoder sizes use ceil division, so 2*h may exceed it)."""
+    x = resize(x, [x.shape[2] * 2, x.shape[3] * 2])
+    return x[:, :, :like.shape[2], :like.shape[3]]
+
+
+class ResNet50Encoder(ResNetEncoder):
+    """The ResNet-50 taps (f1, f2, f3, f4): 64@1/2, 256@1/4, 512@1/8, 2048@1/16.
+
+    Unlike MobileNetV3 it does not normalise its input: the released weights were trained on [0, 1] RGB."""
+
+    def __init__(self):
+        super().__init__(3, 'resnet50')
+
+    def forward(self, x):
+        f4, f3, f2, f1, _ = super().forward(x)
+        return f1, f2, f3, f4
+
+
+class LRASPP(nn.Layer):
+    """Lite R-ASPP: a 1x1 conv branch gated by a globally pooled sigmoid branch."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.aspp1 = nn.Sequential(nn.Conv2D(in_channels, out_channels, 1, bias_attr=False),
+                                   batch_norm(out_channels), nn.ReLU())
+        self.aspp2 = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Conv2D(in_channels, out_channels, 1, bias_attr=False),
+                                   nn.Sigmoid())
+
+    def forward(self, x):
+        return self.aspp1(x) * self.aspp2(x)
+
+
+class ConvGRU(nn.Layer):
+    """Convolutional GRU over the frames of a 5-D input (or one step for 4-D).
+
+    The state `h` is None (zeros) or anything broadcastable to one frame, e.g. a [1, 1, 1, 1] zero tensor as an
+    exported model's first input. Gate channels [0:C] are the reset gate, [C:2C] the update gate."""
+
+    def __init__(self, channels, kernel_size=3, padding=1):
+        super().__init__()
+        self.ih = nn.Sequential(nn.Conv2D(channels * 2, channels * 2, kernel_size, padding=padding), nn.Sigmoid())
+        self.hh = nn.Sequential(nn.Conv2D(channels * 2, channels, kernel_size, padding=padding), nn.Tanh())
+
+    def step(self, x, h):
+        r, z = self.ih(paddle.concat([x, h], axis=1)).chunk(2, axis=1)
+        c = self.hh(paddle.concat([x, r * h], axis=1))
+        return (1 - z) * h + z * c
+
+    def forward(self, x, h):
+        frames = x.unbind(1) if x.ndim == 5 else [x]
+        h = paddle.zeros_like(frames[0]) if h is None else h.expand_as(frames[0])
+        outputs = []
+        for frame in frames:
+            h = self.step(frame, h)
+            outputs.append(h)
+        return (paddle.stack(outputs, axis=1) if x.ndim == 5 else h), h
+
+
+def recur_second_half(gru, x, r):
+    """Only the second half of the channels is recurrent; the first half passes through."""
+    a, b = x.chunk(2, axis=-3)
+    b, r = gru(b, r)
+    return paddle.concat([a, b], axis=-3), r
+
+
+class BottleneckBlock(nn.Layer):
+    def __init__(self, channels):
+        super().__init__()
+        self.gru = ConvGRU(channels // 2)
+
+    def forward(self, x, r):
+        return recur_second_half(self.gru, x, r)
+
+
+def conv_bn_relu(in_channels, out_channels):
+    return [nn.Conv2D(in_channels, out_channels, 3, padding=1, bias_attr=False), batch_norm(out_channels), nn.ReLU()]
+
+
+class UpsamplingBlock(nn.Layer):
+    """Upsample, concat the encoder skip and the image at that scale, conv, half-recurrent GRU."""
+
+    def __init__(self, in_channels, skip_channels, src_channels, out_channels):
+        super().__init__()
+        self.conv = nn.Sequential(*conv_bn_relu(in_channels + skip_channels + src_channels, out_channels))
+        self.gru = ConvGRU(out_channels // 2)
+
+    def fuse(self, x, f, s):
+        return self.conv(paddle.concat([upsample2_crop(x, s), f, s], axis=1))
+
+    def forward(self, x, f, s, r):
+        return recur_second_half(self.gru, fold(self.fuse, x, f, s), r)
+
+
+class OutputBlock(nn.Layer):
+    def __init__(self, in_channels, src_channels, out_channels):
+        super().__init__()
+        self.conv = nn.Sequential(*conv_bn_relu(in_channels + src_channels, out_channels),
+                                  *conv_bn_relu(out_channels, out_channels))
+
+    def fuse(self, x, s):
+        return self.conv(paddle.concat([upsample2_crop(x, s), s], axis=1))
+
+    def forward(self, x, s):
+        return fold(self.fuse, x, s)
+
+
+def image_pyramid(s0):
+    """s1, s2, s3: ceil-mode 2x2 average pools; partial windows average their valid pixels only."""
+    s1 = F.avg_pool2d(s0, 2, 2, ceil_mode=True)
+    s2 = F.avg_pool2d(s1, 2, 2, ceil_mode=True)
+    return s1, s2, F.avg_pool2d(s2, 2, 2, ceil_mode=True)
+
+
+class RecurrentDecoder(nn.Layer):
+    def __init__(self, feature_channels, decoder_channels):
+        super().__init__()
+        self.decode4 = BottleneckBlock(feature_channels[3])
+        self.decode3 = UpsamplingBlock(feature_channels[3], feature_channels[2], 3, decoder_channels[0])
+        self.decode2 = UpsamplingBlock(decoder_channels[0], feature_channels[1], 3, decoder_channels[1])
+        self.decode1 = UpsamplingBlock(decoder_channels[1], feature_channels[0], 3, decoder_channels[2])
+        self.decode0 = OutputBlock(decoder_channels[2], 3, decoder_channels[3])
+
+    def forward(self, s0, f1, f2, f3, f4, r1, r2, r3, r4):
+        s1, s2, s3 = fold(image_pyramid, s0)
+        x4, r4 = self.decode4(f4, r4)
+        x3, r3 = self.decode3(x4, f3, s3, r3)
+        x2, r2 = self.decode2(x3, f2, s2, r2)
+        x1, r1 = self.decode1(x2, f1, s1, r1)
+        return self.decode0(x1, s0), r1, r2, r3, r4
+
+
+class Projection(nn.Layer):
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.conv = nn.Conv2D(in_channels, out_channels, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def guides(src):
+    """Guided-filter guide: RGB plus its channel mean."""
+    return paddle.concat([src, src.mean(axis=1, keepdim=True)], axis=1)
+
+
+def linear_coefficients(box_filter, base_x, base_y):
+    """Local means and (co)variances of the low-resolution guide x and target y."""
+    mean_x, mean_y = box_filter(base_x), box_filter(base_y)
+    cov_xy = box_filter(base_x * base_y) - mean_x * mean_y
+    var_x = box_filter(base_x * base_x) - mean_x * mean_x
+    return mean_x, mean_y, cov_xy, var_x
+
+
+def apply_upsampled(a, b, fine_x):
+    """out = A * fine_x + b with A, b resized to full resolution; split into fgr residual and alpha."""
+    size = fine_x.shape[2:]
+    return (resize(a, size) * fine_x + resize(b, size)).split([3, 1], axis=1)
+
+
+class DeepGuidedFilterRefiner(nn.Layer):
+    """Guided filter whose A comes from a 1x1-conv MLP on (cov, var, hidden features); the 3x3 box filter is a
+    trained depthwise conv (zero padding, no border renormalisation), only initialised to 1/9."""
+
+    def __init__(self, hid_channels=16):
+        super().__init__()
+        self.box_filter = nn.Conv2D(4, 4, 3, padding=1, groups=4, bias_attr=False,
+                                    weight_attr=nn.initializer.Constant(1 / 9))
+        self.conv = nn.Sequential(
+            nn.Conv2D(4 * 2 + hid_channels, hid_channels, 1, bias_attr=False), batch_norm(hid_channels), nn.ReLU(),
+            nn.Conv2D(hid_channels, hid_channels, 1, bias_attr=False), batch_norm(hid_channels), nn.ReLU(),
+            nn.Conv2D(hid_channels, 4, 1))
+
+    def forward(self, fine_src, base_src, base_fgr, base_pha, base_hid):
+        base_x = guides(base_src)
+        mean_x, mean_y, cov_xy, var_x = linear_coefficients(self.box_filter, base_x,
+                                                            paddle.concat([base_fgr, base_pha], axis=1))
+        a = self.conv(paddle.concat([cov_xy, var_x, base_hid], axis=1))
+        return apply_upsampled(a, mean_y - a * mean_x, guides(fine_src))
+
+
+def box_filter3(x):
+    """Separable 3x3 mean with zero padding (no border renormalisation), as the official FGF box filter."""
+    channels = x.shape[1]
+    x = F.conv2d(x, paddle.full([channels, 1, 1, 3], 1 / 3, x.dtype), padding=[0, 1], groups=channels)
+    return F.conv2d(x, paddle.full([channels, 1, 3, 1], 1 / 3, x.dtype), padding=[1, 0], groups=channels)
+
+
+class FastGuidedFilterRefiner(nn.Layer):
+    """Classic fast guided filter, radius 1, eps 1e-5, on the same 4-channel guides; no parameters."""
+
+    def __init__(self, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, fine_src, base_src, base_fgr, base_pha, base_hid=None):
+        base_x = guides(base_src)
+        mean_x, mean_y, cov_xy, var_x = linear_coefficients(box_filter3, base_x,
+                                                            paddle.concat([base_fgr, base_pha], axis=1))
+        a = cov_xy / (var_x + self.eps)
+        return apply_upsampled(a, mean_y - a * mean_x, guides(fine_src))
+
+
+class MattingNetwork(nn.Layer):
+    """forward(src, r1..r4, downsample_ratio, segmentation_pass) -> [fgr, pha, r1..r4] or [seg, r1..r4].
+
+    src is RGB in [0, 1], (B, C, H, W) or (B, T, C, H, W); states are 4-D (the state after the last frame),
+    None meaning zeros. fgr and pha are clamped to [0, 1]; seg is a logit at the downsampled resolution."""
+
+    def __init__(self, variant='mobilenetv3', refiner='deep_guided_filter'):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown RVM variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+        if refiner not in REFINERS:
+            raise ValueError(f"unknown RVM refiner {refiner!r}; expected one of {', '.join(REFINERS)}")
+        if variant == 'mobilenetv3':
+            self.backbone = MobileNetV3LargeEncoder()
+            self.aspp = LRASPP(960, 128)
+            self.decoder = RecurrentDecoder([16, 24, 40, 128], [80, 40, 32, 16])
+        else:
+            self.backbone = ResNet50Encoder()
+            self.aspp = LRASPP(2048, 256)
+            self.decoder = RecurrentDecoder([64, 256, 512, 256], [128, 64, 32, 16])
+        self.project_mat = Projection(16, 4)
+        self.project_seg = Projection(16, 1)
+        self.refiner = DeepGuidedFilterRefiner() if refiner == 'deep_guided_filter' else FastGuidedFilterRefiner()
+
+    def forward(self, src, r1=None, r2=None, r3=None, r4=None, downsample_ratio=1, segmentation_pass=False):
+        if not 0 < downsample_ratio <= 1:
+            raise ValueError(f"downsample_ratio must be in (0, 1], got {downsample_ratio}")
+        src_sm = src if downsample_ratio == 1 else fold(lambda x: downsample(x, downsample_ratio), src)
+        f1, f2, f3, f4 = fold(self.backbone, src_sm)
+        f4 = fold(self.aspp, f4)
+        hid, *rec = self.decoder(src_sm, f1, f2, f3, f4, r1, r2, r3, r4)
+        if segmentation_pass:
+            return [fold(self.project_seg, hid), *rec]
+        fgr_residual, pha = fold(self.project_mat, hid).split([3, 1], axis=-3)
+        if downsample_ratio != 1:
+            fgr_residual, pha = fold(self.refiner, src, src_sm, fgr_residual, pha, hid)
+        return [paddle.clip(fgr_residual + src, 0., 1.), paddle.clip(pha, 0., 1.), *rec]
