@@ -119,3 +119,98 @@ def list_images(root):
         found += [os.path.join(directory, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)
                   and not f.startswith('.')]
     return sorted(found, key=lambda p: os.path.relpath(p, root))
+
+
+VIDEO_EXTENSIONS = ('.mp4', '.mov', '.avi', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg', '.wmv')
+
+
+def is_video(path):
+    return path.lower().endswith(VIDEO_EXTENSIONS)
+
+
+class VideoReader:
+    """Frames of a video file as H x W x 3 float32 RGB in [0, 1]."""
+
+    def __init__(self, path):
+        self.path = path
+        self.capture = cv2.VideoCapture(path)
+        if not os.path.isfile(path) or not self.capture.isOpened():
+            raise ImageReadError(f"{path}: cannot open as a video")
+        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 30.0
+        self.width = int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
+
+    def __len__(self):
+        return self.frame_count
+
+    def __iter__(self):
+        self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        while True:
+            ok, frame = self.capture.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB).astype(np.float32) / np.float32(255)
+
+    def close(self):
+        self.capture.release()
+
+
+class VideoWriter:
+    """MP4 writer: H.264 through PyAV when it is installed, else OpenCV's mp4v.
+
+    Frames go to a temporary file that replaces `path` only on a clean `close()`, so an
+    interrupted run leaves no half-written video.
+    """
+
+    def __init__(self, path, fps, width, height):
+        self.path, self.width, self.height = path, width, height
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.mp4', dir=directory)
+        os.close(fd)
+        self.container = None
+        try:
+            import av
+        except ImportError:
+            av = None
+        if av is not None and width % 2 == 0 and height % 2 == 0:   # yuv420p needs even sizes
+            from fractions import Fraction
+            self.container = av.open(self.tmp, mode='w')
+            self.stream = self.container.add_stream('libx264', rate=Fraction(fps).limit_denominator(1001))
+            self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, 'yuv420p'
+            self.stream.options = {'crf': '18'}
+        else:
+            self.writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*'mp4v'), fps, (width, height))
+            if not self.writer.isOpened():
+                os.remove(self.tmp)
+                raise ValueError(f"{path}: OpenCV cannot write mp4v video here")
+
+    def write(self, frame):
+        """frame: H x W x 3 RGB (or H x W gray), float [0, 1] or uint8."""
+        frame = to_uint8(np.asarray(frame))
+        if frame.ndim == 2:
+            frame = np.repeat(frame[:, :, None], 3, axis=2)
+        if self.container is not None:
+            import av
+            for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), 'rgb24')):
+                self.container.mux(packet)
+        else:
+            self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+
+    def close(self):
+        if self.container is not None:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            self.container.close()
+        else:
+            self.writer.release()
+        os.replace(self.tmp, self.path)
+
+    def abort(self):
+        if self.container is not None:
+            self.container.close()
+        else:
+            self.writer.release()
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)

@@ -1,0 +1,205 @@
+"""predict.py end to end on small generated inputs: files, sizes, values, pairing, videos and bad input."""
+import os
+
+import cv2
+import numpy as np
+import paddle
+import pytest
+from PIL import Image
+
+import predict
+from model import build_model
+from utils.alignment import align_background
+from utils.io import VideoReader, read_alpha, read_image, write_image
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    """Random weights whose error map is not zero everywhere, so the refiner has work."""
+    paddle.seed(7)
+    model = build_model('mattingrefine', 'mobilenetv2')
+    path = str(tmp_path_factory.mktemp('ckpt') / 'random.pdparams')
+    paddle.save(model.state_dict(), path)
+    return path
+
+
+def textured(h, w, seed):
+    rng = np.random.default_rng(seed)
+    base = cv2.resize(rng.random((h // 8 + 2, w // 8 + 2, 3), dtype=np.float32), (w, h))
+    return np.clip(base + 0.05 * rng.random((h, w, 3), dtype=np.float32), 0, 1)
+
+
+def pair(h, w, seed=0):
+    bgr = textured(h, w, seed)
+    src = bgr.copy()
+    src[h // 4: 3 * h // 4, w // 3: 2 * w // 3] = [0.9, 0.2, 0.3]
+    return src, bgr
+
+
+def run(checkpoint, *argv):
+    return predict.main(['--model-checkpoint', checkpoint, '--device', 'cpu', *argv])
+
+
+def test_single_pair_any_size_matches_direct_model_call(tmp_path, checkpoint):
+    src, bgr = pair(70, 90)                                   # not a multiple of 4
+    write_image(str(tmp_path / 'a.png'), src)
+    write_image(str(tmp_path / 'plate.png'), bgr)
+    out = tmp_path / 'out'
+    assert run(checkpoint, '--src', str(tmp_path / 'a.png'), '--bgr', str(tmp_path / 'plate.png'),
+               '--output-dir', str(out), '--output-types', 'com', 'pha', 'fgr', 'err', 'ref',
+               '--model-refine-mode', 'full') == 0
+    com = cv2.imread(str(out / 'com' / 'a.png'), cv2.IMREAD_UNCHANGED)
+    assert com.shape == (70, 90, 4)
+    for t in ('pha', 'err', 'ref'):
+        assert read_alpha(str(out / t / 'a.png')).shape == (70, 90)
+    pha = read_alpha(str(out / 'pha' / 'a.png'))
+    # the same network called directly on the edge-padded input
+    model = build_model('mattingrefine', 'mobilenetv2', refine_mode='full')
+    model.set_state_dict(paddle.load(checkpoint))
+    model.eval()
+    pad = lambda a: paddle.to_tensor(np.pad(read_image(str(tmp_path / a)), ((0, 2), (0, 2), (0, 0)), mode='edge')
+                                     .transpose(2, 0, 1)[None].copy())
+    with paddle.no_grad():
+        expected = model(pad('a.png'), pad('plate.png'))[0].numpy()[0, 0, :70, :90]
+    assert np.abs(pha - expected).max() <= 1 / 255 + 1e-6
+    assert 0 <= pha.min() and pha.max() <= 1 and pha.std() > 0
+
+
+def test_folders_pair_by_relative_name_and_mirror_the_tree(tmp_path, checkpoint):
+    for rel, seed in (('x/one', 1), ('x/y/two', 2)):
+        src, bgr = pair(64, 48, seed)
+        write_image(str(tmp_path / 'src' / f'{rel}_src.jpg'), src)
+        write_image(str(tmp_path / 'bgr' / f'{rel}_bgr.png'), bgr)
+    out = tmp_path / 'out'
+    assert run(checkpoint, '--src', str(tmp_path / 'src'), '--bgr', str(tmp_path / 'bgr'), '--output-dir',
+               str(out), '--batch-size', '2') == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob('*.png')) == sorted(
+        f'{t}/{rel}.png' for t in ('com', 'pha', 'fgr') for rel in ('x/one', 'x/y/two'))
+
+
+def test_unpaired_files_are_listed(tmp_path, checkpoint, capsys):
+    src, bgr = pair(32, 32)
+    write_image(str(tmp_path / 'src' / 'a.png'), src)
+    write_image(str(tmp_path / 'src' / 'b.png'), src)
+    write_image(str(tmp_path / 'bgr' / 'a.png'), bgr)
+    with pytest.raises(SystemExit) as e:
+        run(checkpoint, '--src', str(tmp_path / 'src'), '--bgr', str(tmp_path / 'bgr'), '--output-dir',
+            str(tmp_path / 'out'))
+    assert 'no partner' in str(e.value) and 'b.png' in str(e.value)
+
+
+def test_bad_inputs_are_named_and_skipped_or_fatal_with_strict(tmp_path, checkpoint, capsys):
+    src, bgr = pair(48, 64)
+    write_image(str(tmp_path / 'src' / 'good.png'), src)
+    write_image(str(tmp_path / 'bgr' / 'good.png'), bgr)
+    (tmp_path / 'src' / 'broken.png').write_bytes(b'not a png at all')
+    write_image(str(tmp_path / 'bgr' / 'broken.png'), bgr)
+    write_image(str(tmp_path / 'src' / 'small.png'), src)
+    write_image(str(tmp_path / 'bgr' / 'small.png'), bgr[:40])
+    out = tmp_path / 'out'
+    args = ['--src', str(tmp_path / 'src'), '--bgr', str(tmp_path / 'bgr'), '--output-dir', str(out)]
+    assert run(checkpoint, *args) == 0
+    err = capsys.readouterr().err
+    assert 'broken.png: not a readable image' in err
+    assert 'small.png: plate is 64x40' in err
+    assert (out / 'pha' / 'good.png').exists() and not (out / 'pha' / 'broken.png').exists()
+    with pytest.raises(SystemExit) as e:
+        run(checkpoint, *args, '--strict', '-y')
+    assert 'broken.png' in str(e.value)
+    with pytest.raises(SystemExit) as e:
+        run(checkpoint, '--src', str(tmp_path / 'missing'), '--bgr', str(tmp_path / 'bgr'))
+    assert 'missing' in str(e.value)
+
+
+def test_existing_outputs_need_overwrite_or_resume(tmp_path, checkpoint, capsys):
+    src, bgr = pair(32, 48)
+    write_image(str(tmp_path / 'a.png'), src)
+    write_image(str(tmp_path / 'b.png'), bgr)
+    args = ['--src', str(tmp_path / 'a.png'), '--bgr', str(tmp_path / 'b.png'), '--output-dir', str(tmp_path / 'o')]
+    assert run(checkpoint, *args) == 0
+    with pytest.raises(SystemExit) as e:
+        run(checkpoint, *args)
+    assert 'exist already' in str(e.value)
+    stamp = os.path.getmtime(tmp_path / 'o' / 'pha' / 'a.png')
+    assert run(checkpoint, *args, '--resume') == 0
+    assert 'already finished' in capsys.readouterr().out
+    assert os.path.getmtime(tmp_path / 'o' / 'pha' / 'a.png') == stamp
+    assert run(checkpoint, *args, '-y') == 0
+
+
+def test_16_bit_gray_rgba_and_exif_inputs(tmp_path, checkpoint):
+    src, bgr = pair(40, 60)
+    cv2.imwrite(str(tmp_path / 'deep.png'), (src[..., ::-1] * 65535).astype(np.uint16))
+    cv2.imwrite(str(tmp_path / 'rgba.png'), np.concatenate([(src[..., ::-1] * 255).astype(np.uint8),
+                                                              np.full((40, 60, 1), 255, np.uint8)], axis=2))
+    write_image(str(tmp_path / 'gray.png'), src.mean(axis=2))
+    rotated = Image.fromarray((np.rot90(src, 1) * 255).astype(np.uint8))   # stored 60x40, EXIF says rotate
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(tmp_path / 'exif.jpg', exif=exif, quality=95)
+    assert read_image(str(tmp_path / 'exif.jpg')).shape == (40, 60, 3)
+    assert np.abs(read_image(str(tmp_path / 'deep.png')) - src).max() < 1e-4
+    write_image(str(tmp_path / 'plate.png'), bgr)
+    for name in ('deep.png', 'rgba.png', 'gray.png', 'exif.jpg'):
+        out = tmp_path / 'out'
+        assert run(checkpoint, '--src', str(tmp_path / name), '--bgr', str(tmp_path / 'plate.png'),
+                   '--output-dir', str(out), '-y') == 0
+        assert read_alpha(str(out / 'pha' / (os.path.splitext(name)[0] + '.png'))).shape == (40, 60)
+
+
+def test_target_colour_composite(tmp_path, checkpoint):
+    src, bgr = pair(32, 32)
+    write_image(str(tmp_path / 'a.png'), src)
+    write_image(str(tmp_path / 'b.png'), bgr)
+    out = tmp_path / 'o'
+    run(checkpoint, '--src', str(tmp_path / 'a.png'), '--bgr', str(tmp_path / 'b.png'), '--output-dir', str(out),
+        '--target-bgr', '#00ff00', '--output-types', 'com', 'pha', 'fgr')
+    com, pha, fgr = (read_image(str(out / t / 'a.png')) for t in ('com', 'pha', 'fgr'))
+    expected = fgr * pha + np.float32([0, 1, 0]) * (1 - pha)
+    assert np.abs(com - expected).max() <= 2.5 / 255
+
+
+def write_video(path, frames, fps):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), fps, frames[0].shape[1::-1])
+    for f in frames:
+        writer.write((f[..., ::-1] * 255).astype(np.uint8))
+    writer.release()
+
+
+@pytest.mark.parametrize('fmt', ['video', 'png'])
+def test_video_keeps_length_and_rate(tmp_path, checkpoint, fmt):
+    src, bgr = pair(48, 64)
+    frames = [np.roll(src, 2 * i, axis=1) for i in range(5)]
+    write_video(tmp_path / 'clip.mp4', frames, fps=12)
+    write_image(str(tmp_path / 'plate.png'), bgr)
+    out = tmp_path / 'out'
+    assert run(checkpoint, '--src', str(tmp_path / 'clip.mp4'), '--bgr', str(tmp_path / 'plate.png'),
+               '--output-dir', str(out), '--output-format', fmt, '--batch-size', '2') == 0
+    for t in ('com', 'pha', 'fgr'):
+        if fmt == 'video':
+            video = VideoReader(str(out / 'clip' / f'{t}.mp4'))
+            assert (len(video), round(video.fps), video.width, video.height) == (5, 12, 64, 48)
+        else:
+            assert sorted(os.listdir(out / 'clip' / t)) == [f'{i:05d}.png' for i in range(5)]
+    assert not list(out.rglob('.tmp-*'))
+
+
+def test_alignment_recovers_a_known_homography():
+    h, w = 240, 320
+    rng = np.random.default_rng(0)
+    scene = cv2.GaussianBlur(rng.random((h, w, 3), dtype=np.float32), (0, 0), 1.5)
+    scene = cv2.normalize(scene, None, 0, 1, cv2.NORM_MINMAX)
+    H = np.array([[1.02, 0.01, -6.0], [-0.015, 0.99, 4.0], [2e-5, -1e-5, 1.0]])
+    src = cv2.warpPerspective(scene, H, (w, h))                       # the camera moved
+    src[80:200, 120:220] = [0.9, 0.1, 0.1]                             # and a subject came in
+    aligned, estimate = align_background(src, scene)
+    assert estimate is not None
+    corners = np.float32([[0, 0], [w, 0], [0, h], [w, h]]).reshape(-1, 1, 2)
+    moved = lambda M: cv2.perspectiveTransform(corners, M)
+    assert np.abs(moved(estimate) - moved(H)).max() < 1.0
+    inside = np.zeros((h, w), bool)
+    inside[20:-20, 20:-20] = True
+    inside[80:200, 120:220] = False
+    assert np.abs(aligned - src)[inside].mean() < 0.01
+    blank = np.full((h, w, 3), 0.5, np.float32)
+    assert align_background(blank, blank) == (None, None)
