@@ -125,7 +125,8 @@ def load_weights(model, path, strict=False):
         raise ValueError(f"{path}: does not fit {type(model).__name__}\n" +
                          describe_mismatch(missing, unexpected, mismatched))
     own = model.state_dict()
-    model.set_state_dict({k: v.astype(_numpy_dtype(own[k]), copy=False) for k, v in loadable.items()})
+    for key, value in loadable.items():        # set_state_dict would warn once per weight not in the file
+        own[key].set_value(value.astype(_numpy_dtype(own[key]), copy=False))
     return list(loadable), [k for k in sd if k not in loadable]
 
 

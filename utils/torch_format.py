@@ -49,6 +49,7 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=Non
 
 TORCH_GLOBALS = {
     ('collections', 'OrderedDict'): collections.OrderedDict,
+    ('torch._utils', '_rebuild_tensor'): _rebuild_tensor,          # torch < 0.4
     ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor,
     ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
     ('torch._utils', '_rebuild_parameter_with_state'): _rebuild_parameter,
@@ -238,7 +239,7 @@ def _op_tuple(items):
     return b'(' + b''.join(items) + b't'
 
 
-def _op_value(obj, storages):
+def _op_value(obj, storages, legacy=False):
     if obj is None:
         return b'N'
     if isinstance(obj, bool):
@@ -256,26 +257,27 @@ def _op_value(obj, storages):
         data = obj.encode('utf-8')
         return b'X' + struct.pack('<I', len(data)) + data
     if isinstance(obj, (list, tuple)):
-        items = [_op_value(v, storages) for v in obj]
+        items = [_op_value(v, storages, legacy) for v in obj]
         return _op_tuple(items) if isinstance(obj, tuple) else b']' + b'(' + b''.join(items) + b'e'
     if isinstance(obj, dict):
         start = _op_global('collections', 'OrderedDict') + b')R' if isinstance(obj, collections.OrderedDict) else b'}'
-        items = [_op_value(k, storages) + _op_value(v, storages) for k, v in obj.items()]
+        items = [_op_value(k, storages) + _op_value(v, storages, legacy) for k, v in obj.items()]
         return start + b'(' + b''.join(items) + b'u'
     if isinstance(obj, np.ndarray):
-        return _op_tensor(obj, storages)
+        return _op_tensor(obj, storages, legacy)
     raise ValueError(f"cannot write {type(obj).__name__} into a torch checkpoint")
 
 
-def _op_tensor(array, storages):
-    array = np.array(array, order='C')
+def _op_tensor(array, storages, legacy):
+    array = np.array(array, dtype=array.dtype.newbyteorder('<'), order='C')
     if array.dtype not in STORAGE_NAMES:
         raise ValueError(f"no torch storage type for dtype {array.dtype}")
     key = str(len(storages))
-    storages.append((key, array.astype(array.dtype.newbyteorder('<'))))
+    storages.append((key, array))
     strides = [s // array.itemsize for s in array.strides]
-    pid = _op_tuple([_op_value('storage', None), _op_global('torch', STORAGE_NAMES[array.dtype]),
-                     _op_value(key, None), _op_value('cpu', None), _op_value(array.size, None)])
+    pid = [_op_value('storage', None), _op_global('torch', STORAGE_NAMES[array.dtype]),
+           _op_value(key, None), _op_value('cpu', None), _op_value(array.size, None)]
+    pid = _op_tuple(pid + [b'N'] if legacy else pid)     # legacy ids end with view metadata (None)
     args = [pid + b'Q', _op_value(0, None), _op_value(tuple(array.shape), None), _op_value(tuple(strides), None),
             b'\x89', _op_global('collections', 'OrderedDict') + b')R']
     return _op_global('torch._utils', '_rebuild_tensor_v2') + _op_tuple(args) + b'R'
@@ -293,3 +295,19 @@ def save_torch_zip(obj, path):
         for key, array in storages:
             archive.writestr(f'{folder}/data/{key}', array.tobytes())
         archive.writestr(f'{folder}/version', '3\n')
+
+
+def save_torch_legacy(obj, path):
+    """Write `obj` in the pre-1.6 torch.save stream format (magic, protocol, sys info, pickle, storage keys,
+    then per storage its int64 element count and little-endian bytes)."""
+    storages = []
+    data = b'\x80\x02' + _op_value(obj, storages, legacy=True) + b'.'
+    sys_info = {'protocol_version': LEGACY_PROTOCOL, 'little_endian': True,
+                'type_sizes': {'short': 2, 'int': 4, 'long': 4}}
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        for header in (LEGACY_MAGIC, LEGACY_PROTOCOL, sys_info):
+            f.write(pickle.dumps(header, protocol=2))
+        f.write(data)
+        f.write(pickle.dumps([key for key, _ in storages], protocol=2))
+        for _, array in storages:
+            f.write(struct.pack('<q', array.size) + array.tobytes())
