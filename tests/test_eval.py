@@ -1,0 +1,145 @@
+"""eval.py end to end on a tiny synthetic PhotoMatte-layout folder: both modes, determinism, resume,
+bad files, and the derived-trimap rule. The model is a random-init MattingRefine/MobileNetV2 (quality is not
+the point); images are ~64 px and not multiples of 4."""
+import csv
+import json
+import os
+
+import cv2
+import numpy as np
+import paddle
+import pytest
+from scipy import ndimage
+
+import eval as evaluation
+from model import build_model
+from utils.io import read_alpha_u8, write_image
+from utils.metrics import dim_metrics
+
+SIZES = [(66, 70), (64, 64), (70, 58)]
+
+
+def soft_blob(h, w, rng):
+    yy, xx = np.mgrid[0:h, 0:w]
+    d = np.hypot((yy - h * rng.uniform(0.4, 0.6)) / h, (xx - w * rng.uniform(0.4, 0.6)) / w)
+    return np.clip((0.3 - d) / 0.08, 0, 1).astype(np.float32)
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    """fgr/ (JPG, PNG, grayscale), pha/ (8- and 16-bit PNG), backgrounds of other sizes, a checkpoint."""
+    root = tmp_path_factory.mktemp('eval')
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(SIZES):
+        fgr = rng.uniform(0, 1, (h, w, 3)).astype(np.float32)
+        if i == 2:
+            fgr = fgr.mean(axis=2)                                          # grayscale foreground file
+        write_image(str(root / 'test' / 'fgr' / f'img{i}.{"jpg" if i == 0 else "png"}'), fgr)
+        pha = soft_blob(h, w, rng)
+        if i == 1:                                                          # 16-bit matte
+            os.makedirs(root / 'test' / 'pha', exist_ok=True)
+            cv2.imwrite(str(root / 'test' / 'pha' / f'img{i}.png'), np.rint(pha * 65535).astype(np.uint16))
+        else:
+            write_image(str(root / 'test' / 'pha' / f'img{i}.png'), pha)
+    for j, (h, w) in enumerate([(50, 90), (120, 80)]):
+        write_image(str(root / 'bgr' / f'b{j}.jpg'), rng.uniform(0, 1, (h, w, 3)))
+    paddle.seed(0)
+    paddle.save(build_model('mattingrefine', 'mobilenetv2').state_dict(), str(root / 'random.pdparams'))
+    return root
+
+
+def run(data, out, *extra):
+    argv = ['--data-dir', str(data / 'test'), '--output-dir', str(out), *extra]
+    if '--pred-dir' not in extra:
+        argv += ['--bgr-dir', str(data / 'bgr'), '--model-checkpoint', str(data / 'random.pdparams'),
+                 '--model-type', 'mattingrefine', '--model-backbone', 'mobilenetv2', '--device', 'cpu']
+    return evaluation.main(argv)
+
+
+def rows(out):
+    with open(os.path.join(out, 'metrics.csv'), newline='') as f:
+        return {r['name']: r for r in csv.DictReader(f)}
+
+
+def table(capsys):
+    return capsys.readouterr().out.split('per image:')[0]          # the table, without the output paths
+
+
+def test_model_mode_is_deterministic_resumable_and_matches_pred_mode(data, tmp_path, capsys):
+    assert run(data, tmp_path / 'a', '--save-pred') == 0
+    first = table(capsys)
+    assert 'sum/1e3' in first and 'old repro x2' in first and '3 of 3 images scored (0 failed)' in first
+    csv_a = (tmp_path / 'a' / 'metrics.csv').read_text()
+    assert sorted(rows(tmp_path / 'a')) == ['img0', 'img1', 'img2']
+    assert [(int(r['height']), int(r['width'])) for r in rows(tmp_path / 'a').values()] == SIZES
+    assert sorted(os.listdir(tmp_path / 'a' / 'trimap')) == ['img0.png', 'img1.png', 'img2.png']
+
+    # a second run from scratch: the same composites, predictions and numbers, to the last digit
+    assert run(data, tmp_path / 'b') == 0
+    assert table(capsys) == first
+    assert (tmp_path / 'b' / 'metrics.csv').read_text() == csv_a
+
+    # the saved predictions scored in --pred-dir mode give the same numbers
+    assert run(data, tmp_path / 'p', '--pred-dir', str(tmp_path / 'a' / 'pred')) == 0
+    assert table(capsys) == first
+    assert rows(tmp_path / 'p') == rows(tmp_path / 'a')
+
+    # resume: a scored image is not read again (its file is now corrupt), a dropped row is re-scored identically
+    lines = csv_a.splitlines(keepends=True)
+    (tmp_path / 'a' / 'metrics.csv').write_text(''.join(lines[:2] + lines[3:]))   # drop img1
+    fgr0 = data / 'test' / 'fgr' / 'img0.jpg'
+    saved = fgr0.read_bytes()
+    try:
+        fgr0.write_bytes(b'not an image')
+        assert run(data, tmp_path / 'a') == 0
+    finally:
+        fgr0.write_bytes(saved)
+    assert table(capsys) == first
+    assert (tmp_path / 'a' / 'metrics.csv').read_text() == csv_a
+
+    # other settings into the same folder are refused instead of mixed
+    with pytest.raises(SystemExit, match='seed differ'):
+        run(data, tmp_path / 'a', '--seed', '1')
+
+
+def test_pred_mode_reports_bad_files_and_uses_the_dataset_trimaps(data, tmp_path, capsys):
+    test = tmp_path / 'test'
+    os.makedirs(test)
+    for sub in ('fgr', 'pha'):
+        os.symlink(data / 'test' / sub, test / sub, target_is_directory=True)
+    rng = np.random.default_rng(1)
+    preds = tmp_path / 'preds'
+    for i, (h, w) in enumerate(SIZES):
+        trimap = np.where(rng.random((h, w)) < 0.5, 128, 255).astype(np.uint8)
+        write_image(str(test / 'trimap' / f'img{i}.png'), trimap)
+    write_image(str(preds / 'img0.png'), soft_blob(*SIZES[0], rng))
+    (preds / 'img1.png').write_bytes(b'\x89PNG truncated')                 # unreadable; img2 is missing
+    rc = evaluation.main(['--data-dir', str(test), '--pred-dir', str(preds), '--output-dir', str(tmp_path / 'out')])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert 'img1.png' in captured.err and 'img2' in captured.err
+    summary = json.loads((tmp_path / 'out' / 'summary.json').read_text())
+    assert (summary['scored'], summary['failed']) == (1, 2)
+    assert sorted(f['name'] for f in summary['failures']) == ['img1', 'img2']
+    assert '1 of 3 images scored (2 failed)' in captured.out
+    assert not (tmp_path / 'out' / 'trimap').exists()                     # the dataset's trimaps were used
+    got = rows(tmp_path / 'out')['img0']
+    want = dim_metrics(read_alpha_u8(str(preds / 'img0.png')), read_alpha_u8(str(data / 'test' / 'pha' / 'img0.png')),
+                       read_alpha_u8(str(test / 'trimap' / 'img0.png')))
+    for key, value in want.items():
+        assert float(got[key]) == pytest.approx(value, rel=1e-12)
+    assert float(got['old_SAD_x2']) == pytest.approx(2 * want['SAD'])
+    assert got['FG_MSE'] == ''                                             # no fgr/ predictions given
+
+
+def test_derived_trimap_is_the_l1_band_of_the_old_reproduction():
+    alpha = np.zeros((40, 50), np.uint8)
+    alpha[10:30, 12:35] = 255
+    alpha[18, 20] = 100                                  # one soft pixel inside
+    trimap = evaluation.derive_trimap(alpha, 4)
+    not_opaque = ndimage.distance_transform_cdt(alpha == 255, metric='taxicab')   # L1 distance to alpha < 255
+    not_clear = ndimage.distance_transform_cdt(alpha == 0, metric='taxicab')      # L1 distance to alpha > 0
+    want = np.where(not_opaque > 4, 255, np.where(not_clear > 4, 0, 128))
+    np.testing.assert_array_equal(trimap, want)
+    assert evaluation.pair_name('/d', '/d/fgr/a/b.png') == 'a/b'
+    assert evaluation.pair_name('/d', '/d/x/fg/b.jpg') == 'x/b' and evaluation.pair_name('/d', '/d/c.png') == 'c'
