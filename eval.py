@@ -84,6 +84,9 @@ def parse_args(argv=None):
     add_model_args(p)
     p.set_defaults(precision='fp32')      # predict.Matting reads it; evaluation always runs in float32
     args = p.parse_args(argv)
+    if args.model_type not in ('mattingbase', 'mattingrefine') and not args.pred_dir:
+        p.error(f'--model-type {args.model_type}: eval.py evaluates the background-matting models '
+                f'(mattingbase, mattingrefine); score other predictions with --pred-dir')
     if args.resolution is not None and args.resolution < 4:
         p.error('--resolution must be at least 4')
     if args.trimap_radius < 1:
@@ -130,7 +133,8 @@ def ground_truth(args, pair):
     fgr, pha = read_pair(fgr_path, pha_path)
     trimap = read_alpha_u8(trimap_path) if trimap_path else None
     if trimap is not None and trimap.shape != pha.shape:
-        raise ValueError(f"{trimap_path} is {trimap.shape[1]}x{trimap.shape[0]}, its alpha {pha.shape[1]}x{pha.shape[0]}")
+        raise ValueError(f"{trimap_path} is {trimap.shape[1]}x{trimap.shape[0]} but its alpha "
+                         f"{pha.shape[1]}x{pha.shape[0]}")
     if args.resolution:
         fgr, pha = (resize_long_side(a, args.resolution, cv2.INTER_AREA) for a in (fgr, pha))
         trimap = None if trimap is None else resize_long_side(trimap, args.resolution, cv2.INTER_NEAREST)
@@ -252,10 +256,18 @@ def table(summary):
     return '\n'.join([head] + [label.ljust(6) + line for label, line in zip(['', 'scale', 'mean'], lines)])
 
 
+def configured_dir(name, option):
+    """The validation folder of a dataset of configs/datasets.json, for an option left at its default."""
+    try:
+        return config.split_dir(config.load_roots(), name, 'valid')
+    except ValueError as e:
+        raise ValueError(f"no {option} given and the default is missing: {e}. Pass {option}, e.g. "
+                         f"--data-dir dataset/demo/valid --bgr-dir dataset/demo/backgrounds/valid") from None
+
+
 def resolve_dirs(args):
-    roots = config.load_roots()
-    data_dir = args.data_dir or config.split_dir(roots, 'photomatte85', 'valid')
-    bgr_dir = None if args.pred_dir else (args.bgr_dir or config.split_dir(roots, 'backgrounds', 'valid'))
+    data_dir = args.data_dir or configured_dir('photomatte85', '--data-dir')
+    bgr_dir = None if args.pred_dir else (args.bgr_dir or configured_dir('backgrounds', '--bgr-dir'))
     return os.path.abspath(data_dir), bgr_dir and os.path.abspath(bgr_dir)
 
 
@@ -287,8 +299,8 @@ def evaluate(args):
             bar.update()
     summary = {'images': len(pairs), 'scored': len(rows), 'failed': len(failed), 'failures': failed,
                'mean': means(rows), 'columns': COLUMNS, 'settings': settings,
-               'trimap': 'from the test set' if pairs[0][2] else
-                         f'derived from the 8-bit ground-truth alpha, L1 radius {args.trimap_radius} (saved in trimap/)'}
+               'trimap': 'from the test set' if pairs[0][2] else f'derived from the 8-bit ground-truth alpha, '
+                                                                 f'L1 radius {args.trimap_radius} (saved in trimap/)'}
     write_rows(csv_path, rows)
     write_json(os.path.join(args.output_dir, 'summary.json'), summary)
     return summary

@@ -108,7 +108,9 @@ def _naive_conn(p, g, region, matlab, column_major=None):
     """MATLAB: bwconncomp (column-major labels), empty threshold skipped. RVM: raster labels, not skipped."""
     h, w = p.shape
     column_major = matlab if column_major is None else column_major
-    order = [(y, x) for x in range(w) for y in range(h)] if column_major else [(y, x) for y in range(h) for x in range(w)]
+    order = [(y, x) for y in range(h) for x in range(w)]
+    if column_major:
+        order.sort(key=lambda yx: (yx[1], yx[0]))
     steps = np.arange(0, 1.1, 0.1)
     l = -np.ones(p.shape, np.float32)
     for k in range(1, len(steps)):
@@ -127,11 +129,10 @@ def _naive_conn(p, g, region, matlab, column_major=None):
     return np.abs(phi(p) - phi(g))[region].sum() / 1000
 
 
-def _tiny_cases(n=12):
+def _tiny_cases(n=12, levels=np.array([0, 51, 102, 140, 153, 204, 230], np.uint8)):
     """Blocky random mattes on levels that sit exactly on thresholds: many equal-size components (ties),
     empty high thresholds, and component orders that differ between raster and column-major scans."""
     rng = np.random.default_rng(7)
-    levels = np.array([0, 51, 102, 140, 153, 204, 230], np.uint8)
     for _ in range(n):
         blocks = rng.integers(0, len(levels), size=(2, 5, 6))
         p, g = np.kron(levels[blocks], np.ones((3, 2), np.uint8))
@@ -154,6 +155,10 @@ def test_rvm_conn_matches_the_evaluator_loop_on_tiny_mattes():
         pf, gf = p / np.float32(255), g / np.float32(255)
         want = _naive_conn(pf, gf, np.ones(p.shape, bool), matlab=False)
         np.testing.assert_allclose(video_matte_metrics(pf, gf)['Conn'], want, rtol=1e-6, atol=1e-9)
+    # float32 mattes holding the float32 roundings of thresholds: float32(0.7) < 0.7 must count as below it
+    for p, g, _ in _tiny_cases(levels=np.float32([0, 0.1, 0.3, 0.7, 0.8, 0.9, 1])):
+        want = _naive_conn(p, g, np.ones(p.shape, bool), matlab=False)      # numpy 2: float64 comparisons
+        np.testing.assert_allclose(video_matte_metrics(p, g)['Conn'], want, rtol=1e-6, atol=1e-9)
 
 
 # ---- bad input ----

@@ -17,6 +17,10 @@ import numpy as np
 # Connectivity thresholds 0, 0.1, ..., 1 (RVM's np.arange). For 8-bit alphas every comparison with them gives
 # the same answer as MATLAB's 0:0.1:1, because float32(v/255) is never strictly between the two roundings.
 _THRESHOLDS = np.arange(0, 1.1, 0.1)
+# float32 x >= t  <=>  x >= (smallest float32 >= t): the exact float64 comparison of the references, done in
+# float32 so that numpy 1.x (which would round t to the nearest float32) and 2.x agree
+_THRESHOLDS32 = np.array([np.float32(t) if np.float32(t) >= t else np.nextafter(np.float32(t), np.float32(2))
+                          for t in _THRESHOLDS], np.float32)
 _THETA = 0.15
 
 
@@ -100,7 +104,7 @@ def _round_down_levels(p, g, skip_empty):
     never = len(_THRESHOLDS)
     first_out = np.full(p.shape, never, np.uint8)         # first k whose source region excludes the pixel
     for k in range(1, len(_THRESHOLDS)):
-        mask = np.greater_equal(both, _THRESHOLDS[k]).view(np.uint8)   # float64 comparison, like RVM's
+        mask = np.greater_equal(both, _THRESHOLDS32[k]).view(np.uint8)
         count, labels = cv2.connectedComponents(mask, connectivity=4, ltype=cv2.CV_32S)
         if count == 1:                                    # only the background label: nothing reaches t_k
             if not skip_empty:
