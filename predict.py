@@ -1,10 +1,11 @@
-"""Background matting of photos and videos with a captured background plate.
+"""Matting of photos and videos: BGMv2 with a captured background plate, or RVM without one.
 
     python3 predict.py                                   # the demo pair in image/ with the demo model
     python3 predict.py --src photo.jpg --bgr plate.jpg --output-dir out
     python3 predict.py --src photos/ --bgr plates/ --output-types com pha fgr --target-bgr "#00ff00"
     python3 predict.py --src talk.mp4 --bgr plate.png --model-checkpoint pytorch_resnet50.pth \
         --model-backbone resnet50
+    python3 predict.py --model-type rvm --src talk.mp4 --model-checkpoint rvm_mobilenetv3.pth
 
 Outputs: <output-dir>/<type>/<relative input path>.png for images,
 <output-dir>/<relative video path without extension>/<type>.mp4 (or PNG frames) for videos.
@@ -53,7 +54,14 @@ def parse_args(argv=None):
                         '("#00ff00" or "0,255,0"); videos default to the official light green')
     p.add_argument('--preprocess-alignment', action='store_true',
                    help='align each plate to its photo with a feature homography (hand-held captures)')
-    p.add_argument('--batch-size', type=int, default=1, help='frames per model call (videos, equal-size images)')
+    p.add_argument('--batch-size', type=int, default=1,
+                   help='BGMv2: frames per model call (videos, equal-size images)')
+    p.add_argument('--seq-chunk', type=int, default=1,
+                   help='rvm: frames per model call; the recurrent state is carried across chunks')
+    p.add_argument('--downsample-ratio', type=float, default=None,
+                   help='rvm: scale of the recurrent network, in (0, 1]; default min(512 / max(H, W), 1), '
+                        'the official automatic rule (0.25-0.4 suit 1080p)')
+    p.add_argument('--fps', type=float, default=30.0, help='frame rate of videos made from image sequences')
     p.add_argument('--precision', choices=['fp32', 'fp16'], default='fp32', help='fp16 needs --device gpu')
     p.add_argument('-y', dest='overwrite', action='store_true', help='overwrite existing outputs')
     p.add_argument('--resume', action='store_true', help='skip inputs whose outputs all exist already')
@@ -61,11 +69,17 @@ def parse_args(argv=None):
     add_model_args(p)
     args = p.parse_args(argv)
     if args.src is None:
-        if args.bgr is not None:
-            p.error('--bgr given without --src')
+        if args.bgr is not None or args.model_type == 'rvm':
+            p.error('--src is required')
         args.src, args.bgr, args.preprocess_alignment = DEMO_SRC, DEMO_BGR, True
-    elif args.bgr is None:
-        p.error('--bgr is required with --src: BGMv2 needs a background plate')
+    elif args.bgr is None and args.model_type != 'rvm':
+        p.error('--bgr is required with --src: BGMv2 needs a background plate (or use --model-type rvm)')
+    if args.model_type == 'rvm' and args.bgr is not None:
+        p.error('--model-type rvm takes no --bgr: Robust Video Matting needs no background plate')
+    if args.downsample_ratio is not None and not 0 < args.downsample_ratio <= 1:
+        p.error('--downsample-ratio must be in (0, 1]')
+    if args.seq_chunk < 1:
+        p.error('--seq-chunk must be at least 1')
     if args.precision == 'fp16' and args.device != 'gpu':
         p.error('--precision fp16 needs --device gpu (half precision gives no speed-up on CPU)')
     if args.batch_size < 1:
@@ -171,16 +185,21 @@ def fit(image, h, w):
 
 # ---------------------------------------------------------------- model
 
-class Matting:
-    """Runs the network on N x H x W x 3 float arrays of any size (padded to a multiple of 4 and
-    cropped back) and returns full-resolution numpy outputs by name."""
+class BGMv2Matting:
+    """Runs BGMv2 on N x H x W x 3 float arrays of any size (padded to a multiple of 4 and cropped
+    back) and returns full-resolution numpy outputs by name."""
+    types = OUTPUT_TYPES
 
-    def __init__(self, args):
+    def __init__(self, args, model):
         import paddle
-        self.paddle = paddle
-        self.model = model_from_args(args)
+        self.paddle, self.model = paddle, model
         self.refine = args.model_type == 'mattingrefine'
         self.fp16 = args.precision == 'fp16'
+        if not self.refine:
+            self.types = ('com', 'pha', 'fgr', 'err')
+
+    def reset(self):
+        """Frames are independent: nothing to carry from one clip to the next."""
 
     def __call__(self, src, bgr):
         paddle = self.paddle
@@ -203,6 +222,36 @@ class Matting:
                 'ref': None if ref is None else crop(ref)[..., 0]}
 
 
+class RVMMatting:
+    """Robust Video Matting: no plate; the recurrent state runs through the frames of a clip."""
+    types = ('com', 'pha', 'fgr')
+
+    def __init__(self, args, model):
+        import paddle
+        self.paddle, self.model = paddle, model
+        self.ratio = args.downsample_ratio
+        self.fp16 = args.precision == 'fp16'
+        self.reset()
+
+    def reset(self):
+        self.state, self.clip_ratio = [None] * 4, None
+
+    def __call__(self, src, bgr=None):
+        paddle = self.paddle
+        h, w = src.shape[1:3]
+        if self.clip_ratio is None:      # the official automatic rule, fixed for the whole clip
+            self.clip_ratio = self.ratio or min(512 / max(h, w), 1)
+        frames = paddle.to_tensor(np.ascontiguousarray(src.transpose(0, 3, 1, 2))[None])   # 1 x T x 3 x H x W
+        with paddle.no_grad(), paddle.amp.auto_cast(enable=self.fp16, level='O1'):
+            fgr, pha, *self.state = self.model(frames, *self.state, downsample_ratio=self.clip_ratio)
+        return {'pha': pha.astype('float32').numpy()[0, :, 0], 'fgr': fgr.astype('float32').numpy()[0].transpose(0, 2, 3, 1)}
+
+
+def create_matting(args):
+    model = model_from_args(args)
+    return (RVMMatting if args.model_type == 'rvm' else BGMv2Matting)(args, model)
+
+
 def compose(result, i, target):
     pha, fgr = result['pha'][i], result['fgr'][i]
     if target is None:      # RGBA: colour only where there is some foreground, as the official tool
@@ -212,17 +261,15 @@ def compose(result, i, target):
 
 def output_images(result, i, types, target):
     for t in types:
-        if t == 'com':
-            yield t, compose(result, i, target)
-        elif result[t] is not None:
-            yield t, result[t][i]
+        yield t, compose(result, i, target) if t == 'com' else result[t][i]
 
 
 # ---------------------------------------------------------------- jobs
 
 def active_types(args):
-    """The requested outputs the model has (MattingBase refines no patches)."""
-    return [t for t in args.output_types if t != 'ref' or args.model_type == 'mattingrefine']
+    """The requested outputs the model has (MattingBase refines no patches; RVM has no error map)."""
+    has = {'rvm': RVMMatting.types, 'mattingbase': ('com', 'pha', 'fgr', 'err')}.get(args.model_type, OUTPUT_TYPES)
+    return [t for t in args.output_types if t in has]
 
 
 def image_outputs(args, stem):
@@ -255,8 +302,7 @@ def run_images(args, matting, pairs, target, bar):
     batch = []
 
     def flush():
-        src = np.stack([b[1] for b in batch])
-        result = matting(src, np.stack([b[2] for b in batch]))
+        result = matting(np.stack([b[1] for b in batch]), np.stack([b[2] for b in batch]))
         for i, (outputs, s, _) in enumerate(batch):
             tgt = target.next(*s.shape[:2])
             for t, image in output_images(result, i, outputs, tgt):
@@ -280,10 +326,37 @@ def run_images(args, matting, pairs, target, bar):
     return failures
 
 
-def run_video(args, matting, src_path, bgr_path, stem, bar):
-    reader = VideoReader(src_path)
-    plate_video = VideoReader(bgr_path) if is_video(bgr_path) else None
-    plate = None if plate_video else read_image(bgr_path)
+class ImageSequence:
+    """A folder of frames (sorted by name) read like a video."""
+
+    def __init__(self, paths, fps):
+        self.paths, self.fps = paths, fps
+        self.height, self.width = read_image(paths[0]).shape[:2]
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __iter__(self):
+        for path in self.paths:
+            frame = read_image(path)
+            if frame.shape[:2] != (self.height, self.width):
+                raise InputError(f"{path}: frame is {frame.shape[1]}x{frame.shape[0]}, the sequence "
+                                 f"{self.width}x{self.height}")
+            yield frame
+
+    def close(self):
+        pass
+
+
+def open_clip(source, fps):
+    return ImageSequence(source, fps) if isinstance(source, list) else VideoReader(source)
+
+
+def run_clip(args, matting, source, bgr_path, stem, bar):
+    """One video or image sequence, frame chunks in order; the plate is an image, a video or none."""
+    reader = open_clip(source, args.fps)
+    plate_video = VideoReader(bgr_path) if bgr_path and is_video(bgr_path) else None
+    plate = read_image(bgr_path) if bgr_path and not plate_video else None
     plates = iter(plate_video) if plate_video else None
     target = Target(args.target_bgr, default=VIDEO_TARGET)
     out_dir = os.path.join(args.output_dir, stem)
@@ -292,20 +365,24 @@ def run_video(args, matting, src_path, bgr_path, stem, bar):
     if args.output_format == 'video':
         writers = {t: VideoWriter(os.path.join(out_dir, t + '.mp4'), reader.fps, reader.width, reader.height)
                    for t in types}
+    chunk_size = args.seq_chunk if args.model_type == 'rvm' else args.batch_size
+    matting.reset()
     try:
-        frames = iter(reader)
-        index = 0
+        frames, index = iter(reader), 0
         while True:
-            chunk = [f for _, f in zip(range(args.batch_size), frames)]
+            chunk = [f for _, f in zip(range(chunk_size), frames)]
             if not chunk:
                 break
-            bgrs = []
-            for frame in chunk:
-                bgr = next(plates, None) if plates else plate
-                if bgr is None:
-                    raise InputError(f"{bgr_path}: background video is shorter than {src_path}")
-                bgrs.append(prepare_plate(frame, bgr, src_path, bgr_path, args.preprocess_alignment))
-            result = matting(np.stack(chunk), np.stack(bgrs))
+            bgrs = None
+            if bgr_path:
+                bgrs = []
+                for frame in chunk:
+                    bgr = next(plates, None) if plates else plate
+                    if bgr is None:
+                        raise InputError(f"{bgr_path}: background video is shorter than {stem}")
+                    bgrs.append(prepare_plate(frame, bgr, stem, bgr_path, args.preprocess_alignment))
+                bgrs = np.stack(bgrs)
+            result = matting(np.stack(chunk), bgrs)
             for i, frame in enumerate(chunk):
                 tgt = target.next(*frame.shape[:2])
                 for t, image in output_images(result, i, types, tgt):
@@ -325,7 +402,7 @@ def run_video(args, matting, src_path, bgr_path, stem, bar):
         reader.close()
 
 
-def video_outputs(args, stem):
+def clip_outputs(args, stem):
     if args.output_format == 'video':
         return {t: os.path.join(args.output_dir, stem, t + '.mp4') for t in active_types(args)}
     return {t: os.path.join(args.output_dir, stem, t) for t in active_types(args)}
@@ -338,14 +415,50 @@ def finished(paths, frames=None):
     return all(os.path.isdir(p) and len(os.listdir(p)) >= frames for p in paths)
 
 
-def video_length(path):
+def clip_length(source):
     """Frame count, 0 for an unreadable video (reported when it is processed)."""
+    if isinstance(source, list):
+        return len(source)
     try:
-        reader = VideoReader(path)
+        reader = VideoReader(source)
     except ImageReadError:
         return 0
     reader.close()
     return len(reader)
+
+
+def rvm_clips(src):
+    """RVM inputs: each video is a clip, and so is each folder of frames (frames sorted by name)."""
+    root, files = expand(src)
+    clips = [(f, os.path.splitext(os.path.relpath(f, root))[0]) for f in files if is_video(f)]
+    folders = {}
+    for f in files:
+        if not is_video(f):
+            folders.setdefault(os.path.dirname(f), []).append(f)
+    for folder, frames in sorted(folders.items()):
+        stem = os.path.relpath(folder, root)
+        if stem == '.':
+            stem = os.path.basename(os.path.abspath(folder)) if os.path.isdir(src) else \
+                os.path.splitext(os.path.basename(frames[0]))[0]
+        clips.append((frames, stem))
+    return clips
+
+
+def plan(args):
+    """-> (image jobs, clip jobs): (src, bgr, stem, outputs) each; bgr is None for RVM."""
+    if args.model_type == 'rvm':
+        pairs = [(source, None, stem) for source, stem in rvm_clips(args.src)]
+    else:
+        pairs = pair_inputs(args.src, args.bgr)
+    images, clips = [], []
+    for src, bgr, stem in pairs:
+        clip = args.model_type == 'rvm' or is_video(src)
+        outputs = clip_outputs(args, stem) if clip else image_outputs(args, stem)
+        frames = clip_length(src) if clip and args.output_format == 'png' else None
+        if args.resume and finished(outputs.values(), frames):
+            continue
+        (clips if clip else images).append((src, bgr, stem, outputs))
+    return pairs, images, clips
 
 
 def report(error, strict):
@@ -359,43 +472,32 @@ def report(error, strict):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        pairs = pair_inputs(args.src, args.bgr)
+        pairs, images, clips = plan(args)
         target = Target(args.target_bgr)
-    except (InputError, ImageReadError) as e:
+    except (InputError, ImageReadError, ValueError) as e:
         sys.exit(f"error: {e}")
-    images, videos, existing = [], [], []
-    for src_path, bgr_path, stem in pairs:
-        if is_video(src_path):
-            outputs = video_outputs(args, stem)
-            frames = video_length(src_path) if args.output_format == 'png' else None
-            done = finished(outputs.values(), frames)
-            (videos if not (args.resume and done) else []).append((src_path, bgr_path, stem, outputs))
-        else:
-            outputs = image_outputs(args, stem)
-            done = finished(outputs.values())
-            (images if not (args.resume and done) else []).append((src_path, bgr_path, stem, outputs))
-        if not args.overwrite and not args.resume:
-            existing += [p for p in outputs.values() if os.path.exists(p)]
-    if existing:
-        sys.exit(f"error: {len(existing)} outputs exist already (first: {existing[0]}); "
-                 f"pass -y to overwrite or --resume to skip finished inputs")
-    skipped = len(pairs) - len(images) - len(videos)
+    if not args.overwrite and not args.resume:
+        existing = [p for job in images + clips for p in job[3].values() if os.path.exists(p)]
+        if existing:
+            sys.exit(f"error: {len(existing)} outputs exist already (first: {existing[0]}); "
+                     f"pass -y to overwrite or --resume to skip finished inputs")
     try:
-        matting = Matting(args)
+        matting = create_matting(args)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     failures, start = [], time.time()
-    total_frames = len(images) + sum(video_length(v[0]) for v in videos)
+    total_frames = len(images) + sum(clip_length(job[0]) for job in clips)
     with tqdm(total=total_frames, unit='frame', desc='matting', dynamic_ncols=True) as bar:
         failures += run_images(args, matting, images, target, bar)
-        for src_path, bgr_path, stem, _ in videos:
+        for src, bgr, stem, _ in clips:
             try:
-                run_video(args, matting, src_path, bgr_path, stem, bar)
+                run_clip(args, matting, src, bgr, stem, bar)
             except (InputError, ImageReadError) as e:
                 failures.append(report(e, args.strict))
-    done = len(images) + len(videos) - len(failures)
+    done = len(images) + len(clips) - len(failures)
+    skipped = len(pairs) - len(images) - len(clips)
     print(f"{done} inputs matted in {time.time() - start:.1f} s -> {os.path.abspath(args.output_dir)} "
-          f"({', '.join(args.output_types)})" + (f"; {skipped} already finished" if skipped else '')
+          f"({', '.join(active_types(args))})" + (f"; {skipped} already finished" if skipped else '')
           + (f"; {len(failures)} failed" if failures else ''))
     return 1 if failures and not done else 0
 

@@ -1,6 +1,6 @@
 """Networks of this project and the one place that builds them by name."""
 from .bgmv2 import BACKBONES, REFINE_MODES, MattingBase, MattingRefine
-from .rvm import MattingNetwork
+from .rvm import REFINERS as RVM_REFINERS, VARIANTS as RVM_BACKBONES, MattingNetwork
 
 MODEL_TYPES = ('mattingbase', 'mattingrefine', 'rvm')
 
@@ -20,4 +20,5 @@ def build_model(model_type, backbone, backbone_scale=0.25, refine_mode='sampling
     raise ValueError(f"unknown model type {model_type!r}; expected one of {', '.join(MODEL_TYPES)}")
 
 
-__all__ = ['MattingBase', 'MattingRefine', 'MattingNetwork', 'build_model', 'BACKBONES', 'REFINE_MODES', 'MODEL_TYPES']
+__all__ = ['MattingBase', 'MattingRefine', 'MattingNetwork', 'build_model', 'BACKBONES', 'REFINE_MODES', 'MODEL_TYPES',
+           'RVM_BACKBONES', 'RVM_REFINERS']

@@ -203,3 +203,40 @@ def test_alignment_recovers_a_known_homography():
     assert np.abs(aligned - src)[inside].mean() < 0.01
     blank = np.full((h, w, 3), 0.5, np.float32)
     assert align_background(blank, blank) == (None, None)
+
+
+@pytest.fixture(scope='module')
+def rvm_checkpoint(tmp_path_factory):
+    paddle.seed(3)
+    model = build_model('rvm', 'mobilenetv3')
+    path = str(tmp_path_factory.mktemp('rvm') / 'rvm.pdparams')
+    paddle.save(model.state_dict(), path)
+    return path
+
+
+def test_rvm_video_and_sequence_carry_the_state_across_chunks(tmp_path, rvm_checkpoint):
+    src, _ = pair(64, 80)
+    frames = [np.roll(src, 3 * i, axis=1) for i in range(4)]
+    for i, f in enumerate(frames):
+        write_image(str(tmp_path / 'seq' / f'f{i:03d}.png'), f)
+    write_video(tmp_path / 'clip.mp4', frames, fps=10)
+    common = ['--model-type', 'rvm', '--model-checkpoint', rvm_checkpoint, '--device', 'cpu',
+              '--downsample-ratio', '0.5', '--output-format', 'png']
+    assert predict.main(['--src', str(tmp_path / 'seq'), '--output-dir', str(tmp_path / 'one'), *common]) == 0
+    assert predict.main(['--src', str(tmp_path / 'seq'), '--output-dir', str(tmp_path / 'two'), '--seq-chunk', '3',
+                         *common]) == 0
+    one = [read_alpha(str(tmp_path / 'one' / 'seq' / 'pha' / f'{i:05d}.png')) for i in range(4)]
+    two = [read_alpha(str(tmp_path / 'two' / 'seq' / 'pha' / f'{i:05d}.png')) for i in range(4)]
+    assert np.abs(np.stack(one) - np.stack(two)).max() <= 1 / 255 + 1e-6
+    # the state matters: a frame matted alone differs from the same frame in its sequence
+    write_image(str(tmp_path / 'last' / 'f003.png'), frames[3])
+    assert predict.main(['--src', str(tmp_path / 'last'), '--output-dir', str(tmp_path / 'alone'), *common]) == 0
+    alone = read_alpha(str(tmp_path / 'alone' / 'last' / 'pha' / '00000.png'))
+    assert np.abs(alone - one[3]).max() > 2 / 255
+    out = tmp_path / 'video'
+    assert predict.main(['--src', str(tmp_path / 'clip.mp4'), '--output-dir', str(out), *common[:-2]]) == 0
+    for t in ('com', 'pha', 'fgr'):
+        video = VideoReader(str(out / 'clip' / f'{t}.mp4'))
+        assert (len(video), round(video.fps), video.width, video.height) == (4, 10, 80, 64)
+    with pytest.raises(SystemExit):
+        predict.main(['--src', str(tmp_path / 'clip.mp4'), '--bgr', str(tmp_path / 'clip.mp4'), *common])

@@ -3,7 +3,7 @@ import os
 
 import paddle
 
-from model import BACKBONES, MODEL_TYPES, REFINE_MODES, build_model
+from model import BACKBONES, MODEL_TYPES, REFINE_MODES, RVM_BACKBONES, RVM_REFINERS, build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CHECKPOINT = os.path.join(ROOT, 'model', 'weights', 'bgmv2_mobilenetv2_demo.pdparams')
@@ -14,9 +14,13 @@ def add_model_args(parser, refine_threshold=0.7):
     g = parser.add_argument_group('model')
     g.add_argument('--model-type', choices=MODEL_TYPES, default='mattingrefine',
                    help='mattingbase: coarse network only; mattingrefine: coarse network at '
-                        '--model-backbone-scale plus the full-resolution refiner (default)')
-    g.add_argument('--model-backbone', choices=BACKBONES, default='mobilenetv2',
-                   help='encoder of the base network (default mobilenetv2)')
+                        '--model-backbone-scale plus the full-resolution refiner (default); rvm: Robust Video '
+                        'Matting, recurrent, needs no background plate')
+    g.add_argument('--model-backbone', choices=BACKBONES + RVM_BACKBONES, default=None,
+                   help=f'encoder: {", ".join(BACKBONES)} for BGMv2 (default mobilenetv2), '
+                        f'{", ".join(RVM_BACKBONES)} for rvm (default mobilenetv3)')
+    g.add_argument('--model-refiner', choices=RVM_REFINERS, default=RVM_REFINERS[0],
+                   help=f'rvm only: the high-resolution refiner (default {RVM_REFINERS[0]})')
     g.add_argument('--model-checkpoint', default=None,
                    help='weights: a .pdparams of this project or an official PyTorch .pth (converted on the '
                         'fly, no torch needed). Default: the demo model shipped in model/weights/ '
@@ -50,7 +54,13 @@ def set_device(name):
 
 def model_options(args):
     """The keyword arguments of model.build_model that the parsed options name."""
-    return dict(model_type=args.model_type, backbone=args.model_backbone,
+    rvm = args.model_type == 'rvm'
+    if args.model_backbone is None:
+        args.model_backbone = RVM_BACKBONES[0] if rvm else 'mobilenetv2'
+    if (args.model_backbone in RVM_BACKBONES) != rvm:
+        raise ValueError(f"backbone {args.model_backbone} does not fit --model-type {args.model_type}; "
+                         f"use one of {', '.join(RVM_BACKBONES if rvm else BACKBONES)}")
+    return dict(model_type=args.model_type, backbone=args.model_backbone, refiner=args.model_refiner,
                 backbone_scale=args.model_backbone_scale, refine_mode=args.model_refine_mode,
                 refine_sample_pixels=args.model_refine_sample_pixels,
                 refine_threshold=args.model_refine_threshold, refine_kernel_size=args.model_refine_kernel_size)
@@ -62,9 +72,10 @@ def checkpoint_path(args):
         if not os.path.isfile(args.model_checkpoint):
             raise FileNotFoundError(f"{args.model_checkpoint}: checkpoint not found")
         return args.model_checkpoint
-    if args.model_backbone != 'mobilenetv2':
-        raise ValueError(f"no --model-checkpoint given and the demo model is mobilenetv2, not "
-                         f"{args.model_backbone}; convert the official weights with tools/convert_weights.py")
+    if args.model_type == 'rvm' or args.model_backbone != 'mobilenetv2':
+        raise ValueError(f"no --model-checkpoint given, and the demo model is BGMv2 mobilenetv2, not "
+                         f"{args.model_type} {args.model_backbone}: pass an official checkpoint (.pth works "
+                         f"directly) or one converted with tools/convert_weights.py")
     if not os.path.isfile(DEMO_CHECKPOINT):
         raise FileNotFoundError(f"{DEMO_CHECKPOINT}: demo model missing; pass --model-checkpoint")
     return DEMO_CHECKPOINT
@@ -74,7 +85,8 @@ def model_from_args(args):
     """Build the model the options describe, load its weights (by name and shape) and switch to eval."""
     from utils.checkpoint import load_weights
     set_device(args.device)
-    model = build_model(**model_options(args))
+    options = model_options(args)
+    model = build_model(**options)
     loaded, skipped = load_weights(model, checkpoint_path(args))
     missing = [k for k in model.state_dict() if k not in loaded]
     if missing:
