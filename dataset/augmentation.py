@@ -59,14 +59,14 @@ def random_affine_and_resize(images, size, rng, scale, degrees=5, translate=0.1,
         factor, h, w = factor * w / sw, sh, sw
         factor = factor if abs(factor - 1) > 1e-3 else 1.0
     matrix = affine_matrix(angle, (tx, ty), factor, shear_x, ((w - 1) / 2, (h - 1) / 2), ((tw - 1) / 2, (th - 1) / 2))
-    return [warp(im, matrix, size) for im in images]
+    return [np.clip(warp(im, matrix, size), 0, 1) for im in images]   # resampling may overshoot 1 by an ulp
 
 
 def resize_and_center_crop(image, size):
     """Resize to a square of side max(size) (bilinear), then centre-crop to size (h, w)."""
     h, w = size
     side = max(h, w)
-    image = cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)
+    image = np.clip(cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR), 0, 1)
     top, left = (side - h) // 2, (side - w) // 2
     return image[top:top + h, left:left + w]
 

@@ -1,0 +1,97 @@
+#!/bin/sh
+# Train BGMv2 in stages, each starting from the previous stage's weights:
+#   1. base     MattingBase on VideoMatte240K            (official train_base.py)
+#   2. refine   MattingRefine on VideoMatte240K          (official train_refine.py)
+#   3. finetune MattingRefine on Distinctions-646
+#   4. private  MattingRefine on your own data (optional; dataset name "private")
+# A stage whose data is absent is skipped with the reason; a stage whose final.pdparams exists is done
+# (delete it to train again); an interrupted stage resumes from its last checkpoint.
+#
+#   sh run.sh          the full recipe (dataset roots in configs/datasets.json or the *_ROOT variables)
+#   sh run.sh demo     the same chain on generated + shipped demo data, on a CPU in a few minutes
+#
+# Every setting is an environment variable, e.g. BACKBONE=mobilenetv2 BASE_EPOCHS=4 sh run.sh
+#   BACKBONE (resnet50)  PRETRAIN (initial weights of stage 1, .pdparams or .pth)
+#   BASE_EPOCHS (8) REFINE_EPOCHS (1) FINETUNE_EPOCHS (1) PRIVATE_EPOCHS (1)  MAX_STEPS (per stage, none)
+#   BASE_DATASET (videomatte240k) FINETUNE_DATASET (distinction) PRIVATE_DATASET (private)
+#   BACKGROUNDS (backgrounds)  VIDEOMATTE_ROOT DISTINCTION_ROOT PRIVATE_ROOT BACKGROUNDS_ROOT (override the config)
+#   BASE_BATCH (8) REFINE_BATCH (4) BASE_RESOLUTION (512) REFINE_RESOLUTION (2048) NUM_WORKERS (4)
+#   CHECKPOINT_DIR (checkpoint) LOG_DIR (log) RUN (prefix of the stage names, bgmv2)
+#   LAUNCH (python3; e.g. "python3 -m paddle.distributed.launch --gpus 0,1,2,3")  EXTRA_ARGS (to every stage)
+set -e
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+
+if [ "$1" = demo ]; then
+    # small crops, a few steps per stage, mobilenetv2; data: synthetic clips in the VideoMatte240K layout
+    # (real alphamatting foregrounds + generated hair-like ones) and the shipped real demo set for finetuning
+    : "${DEMO_DATA:=data/demo_videomatte}"
+    if [ ! -d "$DEMO_DATA/train" ]; then
+        $PYTHON tools/make_synthetic_data.py --out "$DEMO_DATA" --layout videomatte --num-train 20 --num-valid 3 \
+            --frames 2 --size 192 --real-fg dataset/demo/train --real-bg dataset/demo/backgrounds/train
+    fi
+    : "${RUN:=demo}" "${BACKBONE:=mobilenetv2}" "${MAX_STEPS:=20}" "${BASE_EPOCHS:=1000}"
+    : "${REFINE_EPOCHS:=1000}" "${FINETUNE_EPOCHS:=1000}" "${PRIVATE_EPOCHS:=1000}"
+    : "${BASE_DATASET:=demo_videomatte}" "${FINETUNE_DATASET:=demo}" "${BACKGROUNDS:=demo_backgrounds}"
+    : "${BASE_BATCH:=2}" "${REFINE_BATCH:=2}" "${BASE_RESOLUTION:=128}" "${REFINE_RESOLUTION:=256}"
+    : "${NUM_WORKERS:=2}" "${VIDEOMATTE_ROOT:=$DEMO_DATA}"
+    DEMO_ARGS="--valid-samples 5 --log-interval 5 --image-interval 10 --valid-interval 10 --checkpoint-interval 10"
+elif [ -n "$1" ]; then
+    echo "usage: sh run.sh [demo]" >&2
+    exit 2
+fi
+
+: "${RUN:=bgmv2}" "${BACKBONE:=resnet50}" "${BASE_EPOCHS:=8}" "${REFINE_EPOCHS:=1}" "${FINETUNE_EPOCHS:=1}"
+: "${PRIVATE_EPOCHS:=1}" "${BASE_DATASET:=videomatte240k}" "${FINETUNE_DATASET:=distinction}"
+: "${PRIVATE_DATASET:=private}" "${BACKGROUNDS:=backgrounds}" "${BASE_BATCH:=8}" "${REFINE_BATCH:=4}"
+: "${BASE_RESOLUTION:=512}" "${REFINE_RESOLUTION:=2048}" "${NUM_WORKERS:=4}" "${CHECKPOINT_DIR:=checkpoint}"
+: "${LOG_DIR:=log}" "${LAUNCH:=$PYTHON}"
+
+ROOTS=""
+[ -n "$VIDEOMATTE_ROOT" ] && ROOTS="$ROOTS --dataset-root $BASE_DATASET=$VIDEOMATTE_ROOT"
+[ -n "$DISTINCTION_ROOT" ] && ROOTS="$ROOTS --dataset-root $FINETUNE_DATASET=$DISTINCTION_ROOT"
+[ -n "$PRIVATE_ROOT" ] && ROOTS="$ROOTS --dataset-root $PRIVATE_DATASET=$PRIVATE_ROOT"
+[ -n "$BACKGROUNDS_ROOT" ] && ROOTS="$ROOTS --dataset-root $BACKGROUNDS=$BACKGROUNDS_ROOT"
+STEPS=""
+[ -n "$MAX_STEPS" ] && STEPS="--max-steps $MAX_STEPS"
+PREV=$PRETRAIN
+STAGES=""
+
+# stage NAME MODEL_TYPE DATASET EPOCHS BATCH RESOLUTION
+stage() {
+    name=${RUN}_$1
+    final=$CHECKPOINT_DIR/$name/final.pdparams
+    common="--model-backbone $BACKBONE --dataset-name $3 --background-name $BACKGROUNDS $ROOTS"
+    reason=$($PYTHON train.py --model-type "$2" $common --check-data 2>&1 | tail -n 1)
+    if [ -f "$final" ]; then
+        echo "== $name: done already ($final; delete it to train again)"
+    elif [ "${reason#*training pairs}" = "$reason" ]; then
+        echo "== $name: skipped, its data are absent: $reason"
+        return 0
+    else
+        echo "== $name: $2 on $3 from ${PREV:-scratch} ($reason)"
+        init=""
+        [ -n "$PREV" ] && init="--checkpoint $PREV"
+        # shellcheck disable=SC2086
+        $LAUNCH train.py --model-type "$2" $common --name "$name" --epochs "$4" --batch-size "$5" \
+            --resolution "$6" --num-workers "$NUM_WORKERS" --checkpoint-dir "$CHECKPOINT_DIR" --log-dir "$LOG_DIR" \
+            --resume $init $STEPS $DEMO_ARGS $EXTRA_ARGS
+    fi
+    PREV=$final
+    STAGES="$STAGES $name"
+}
+
+stage base mattingbase "$BASE_DATASET" "$BASE_EPOCHS" "$BASE_BATCH" "$BASE_RESOLUTION"
+stage refine mattingrefine "$BASE_DATASET" "$REFINE_EPOCHS" "$REFINE_BATCH" "$REFINE_RESOLUTION"
+stage finetune mattingrefine "$FINETUNE_DATASET" "$FINETUNE_EPOCHS" "$REFINE_BATCH" "$REFINE_RESOLUTION"
+stage private mattingrefine "$PRIVATE_DATASET" "$PRIVATE_EPOCHS" "$REFINE_BATCH" "$REFINE_RESOLUTION"
+
+# validation table: the last validation of every stage that ran
+table=$LOG_DIR/${RUN}_validation.csv
+echo "stage,step,epoch,SAD,MSE,Grad,Conn" > "$table"
+for name in $STAGES; do
+    [ -f "$LOG_DIR/$name/valid.csv" ] && echo "$name,$(tail -n 1 "$LOG_DIR/$name/valid.csv")" >> "$table"
+done
+echo "== validation (whole-image SAD/1000, MSE; $table):"
+column -s, -t < "$table" 2>/dev/null || cat "$table"
+echo "== weights: ${PREV:-none}; curves: visualdl --logdir $LOG_DIR --language en"
