@@ -275,3 +275,29 @@ class MattingNetwork(nn.Layer):
         if downsample_ratio != 1:
             fgr_residual, pha = fold(self.refiner, src, src_sm, fgr_residual, pha, hid)
         return [paddle.clip(fgr_residual + src, 0., 1.), paddle.clip(pha, 0., 1.), *rec]
+
+
+class MattingNetworkStep(nn.Layer):
+    """One frame of a MattingNetwork with a fixed downsample ratio and the recurrent states as explicit inputs and
+    outputs, for `paddle.jit.to_static` / Paddle Inference:
+
+        step = MattingNetworkStep(model, 0.25)
+        paddle.jit.save(paddle.jit.to_static(step, input_spec=step.input_spec(), full_graph=True), prefix)
+
+    forward(src (B, 3, H, W), r1, r2, r3, r4) -> (fgr, pha, r1, r2, r3, r4). The first frame takes four
+    [1, 1, 1, 1] zero tensors (they broadcast to every state's shape), later frames the returned states; reset
+    them when the resolution changes. The ratio is a constant of the graph (a runtime ratio would make the
+    refiner branch and the resize scales data-dependent)."""
+
+    def __init__(self, model, downsample_ratio):
+        super().__init__()
+        self.model = model
+        self.downsample_ratio = downsample_ratio
+
+    def forward(self, src, r1, r2, r3, r4):
+        return tuple(self.model(src, r1, r2, r3, r4, downsample_ratio=self.downsample_ratio))
+
+    @staticmethod
+    def input_spec():
+        states = [paddle.static.InputSpec([None, None, None, None], 'float32', f'r{k}i') for k in range(1, 5)]
+        return [paddle.static.InputSpec([None, 3, None, None], 'float32', 'src')] + states

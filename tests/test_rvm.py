@@ -9,6 +9,7 @@ import pytest
 
 from conftest import DATA
 from model import MattingNetwork, build_model
+from model.rvm import MattingNetworkStep
 from seeded import load_entries, make_weights, to_paddle_names
 
 GOLDEN_DIR = os.path.join(DATA, 'rvm')
@@ -193,3 +194,21 @@ def test_state_shapes_at_hd():
 def test_bad_options_raise(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_static_graph_step_matches_dygraph(seeded):
+    """The export form (fixed ratio, explicit states, dynamic shapes) computes what the dygraph model does."""
+    model = seeded_model(seeded, 'mobilenetv3')
+    src = GOLDEN['src_odd']
+    (fgr, pha, *states), _ = run(model, src, 0.4)
+    step = paddle.jit.to_static(MattingNetworkStep(model, 0.4), input_spec=MattingNetworkStep.input_spec(),
+                                full_graph=True)
+    step_states = [paddle.zeros([1, 1, 1, 1])] * 4
+    prefix = 'mobilenetv3_odd_ds04_'
+    for t in range(src.shape[1]):
+        with paddle.no_grad():
+            step_fgr, step_pha, *step_states = step(paddle.to_tensor(src[:, t]), *step_states)
+        assert_close(step_fgr.numpy(), prefix + 'fgr', fgr[:, t])
+        assert_close(step_pha.numpy(), prefix + 'pha', pha[:, t])
+    for k, (state, step_state) in enumerate(zip(states, step_states), 1):
+        assert_close(step_state.numpy(), f'{prefix}r{k}', state)
