@@ -195,7 +195,7 @@ def build_demo(realdata, out, long_side=640):
         write_image(os.path.join(out, 'backgrounds', split, name + '.jpg'), image, quality=88)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out', required=True)
     p.add_argument('--layout', default='fgr_pha', choices=['fgr_pha', 'videomatte', 'aim', 'rgba'])
@@ -208,7 +208,7 @@ def main():
     p.add_argument('--real-bg', help='a folder of photos to crop backgrounds and textures from')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--demo-from-realdata', metavar='DIR', help='build the shipped demo set from shared/realdata')
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.demo_from_realdata:
         build_demo(args.demo_from_realdata, args.out)
     else:
