@@ -39,7 +39,7 @@ from dataset import config
 from dataset.augmentation import eval_composite
 from dataset.folders import FGR_NAMES, find_pairs, image_files
 from dataset.matting import read_pair
-from predict import Matting, fit
+from predict import create_matting, fit
 from utils.io import ImageReadError, atomic_path, list_images, read_alpha_u8, read_image, to_uint8, write_image
 from utils.metrics import dim_metrics, foreground_metrics
 from utils.options import ROOT, add_model_args, checkpoint_path, model_options
@@ -82,7 +82,7 @@ def parse_args(argv=None):
                         'and scoring (default: native size; SAD, Grad and Conn are sums and scale with the size)')
     p.add_argument('--save-pred', action='store_true', help='also write the predicted mattes and foregrounds')
     add_model_args(p)
-    p.set_defaults(precision='fp32')      # predict.Matting reads it; evaluation always runs in float32
+    p.set_defaults(precision='fp32')      # predict's model runner reads it; evaluation runs in float32
     args = p.parse_args(argv)
     if args.model_type not in ('mattingbase', 'mattingrefine') and not args.pred_dir:
         p.error(f'--model-type {args.model_type}: eval.py evaluates the background-matting models '
@@ -99,9 +99,10 @@ def settings_of(args, data_dir, bgr_dir):
     common = {'data_dir': data_dir, 'trimap_radius': args.trimap_radius, 'resolution': args.resolution}
     if args.pred_dir:
         return {'mode': 'pred', 'pred_dir': os.path.abspath(args.pred_dir), **common}
+    options = model_options(args)           # first: it also fills in the default backbone
     checkpoint = os.path.abspath(checkpoint_path(args))
     return {'mode': 'model', 'bgr_dir': bgr_dir, 'seed': args.seed, 'checkpoint': checkpoint,
-            'checkpoint_mtime_ns': os.stat(checkpoint).st_mtime_ns, **model_options(args), **common}
+            'checkpoint_mtime_ns': os.stat(checkpoint).st_mtime_ns, **options, **common}
 
 
 # ---------------------------------------------------------------- ground truth
@@ -149,7 +150,7 @@ class ModelPredictor:
 
     def __init__(self, args, bgr_dir):
         self.backgrounds = image_files(bgr_dir)
-        self.matting = Matting(args)
+        self.matting = create_matting(args)
         self.seed = args.seed
 
     def __call__(self, index, name, fgr, alpha):
