@@ -19,6 +19,7 @@ import argparse
 import glob
 import json
 import os
+import sys
 import time
 
 import cv2
@@ -218,6 +219,22 @@ def image_grid(batch, outputs):
     return to_uint8(np.vstack([np.hstack([src, bgr, gray(true_pha)]), np.hstack([gray(pha), fgr * pha, gray(err)])]))
 
 
+def rename_optimizer_state(state, model, to_structured):
+    """Paddle keys optimiser accumulators by generated parameter names (conv2d_309.w_0_moment1_0) that differ
+    from process to process; checkpoints key them by the structured names (backbone...weight_moment1_0)."""
+    pairs = [(p.name, n) for n, p in model.named_parameters()]
+    pairs = pairs if to_structured else [(n, g) for g, n in pairs]
+    pairs.sort(key=lambda pair: -len(pair[0]))
+
+    def rename(key):
+        for old, new in pairs:
+            if key == old or key.startswith(old + '_'):
+                return new + key[len(old):]
+        return key
+    return {rename(k): rename_optimizer_state(v, model, to_structured) if isinstance(v, dict) else v
+            for k, v in state.items()}
+
+
 class Checkpoints:
     """checkpoint/<name>/: step-N.pdparams + .pdopt (+ .pdscaler with AMP) + .json (written last)."""
 
@@ -228,7 +245,7 @@ class Checkpoints:
     def save(self, model, optimizer, scaler, state):
         prefix = os.path.join(self.directory, f"step-{state['step']:07d}")
         save_atomic(model.state_dict(), prefix + '.pdparams')
-        save_atomic(optimizer.state_dict(), prefix + '.pdopt')
+        save_atomic(rename_optimizer_state(optimizer.state_dict(), model, True), prefix + '.pdopt')
         if scaler is not None:
             save_atomic(scaler.state_dict(), prefix + '.pdscaler')
         with atomic_path(prefix + '.json') as tmp, open(tmp, 'w') as f:
@@ -246,7 +263,7 @@ class Checkpoints:
             state = json.load(f)
         prefix = path[:-len('.json')]
         load_weights(model, prefix + '.pdparams', strict=True)
-        optimizer.set_state_dict(paddle.load(prefix + '.pdopt'))
+        optimizer.set_state_dict(rename_optimizer_state(paddle.load(prefix + '.pdopt'), model, False))
         if scaler is not None and os.path.exists(prefix + '.pdscaler'):
             scaler.load_state_dict(paddle.load(prefix + '.pdscaler'))
         return state
@@ -357,7 +374,7 @@ def main(argv=None):
     done = False
     while state['epoch'] < args.epochs and not done:
         sampler.set_position(state['epoch'], state['batch'])
-        bar = tqdm(train_loader, total=len(sampler), initial=state['batch'], disable=rank != 0,
+        bar = tqdm(train_loader, total=len(sampler), initial=state['batch'], disable=rank != 0 or not sys.stderr.isatty(),
                    desc=f"epoch {state['epoch']}", mininterval=1)
         tick = time.time()
         for batch in bar:

@@ -1,0 +1,128 @@
+"""train.py end to end on a tiny generated set: learning, kill-and-resume, two CPU processes, edge cases."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import paddle
+import pytest
+
+import train
+from dataset.config import load_roots
+from model import build_model
+from tools import make_synthetic_data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('syn')
+    make_synthetic_data.main(['--out', str(root), '--num-train', '8', '--num-valid', '2', '--num-backgrounds', '4',
+                              '--size', '80'])
+    return root
+
+
+def base_args(data, out, *extra):
+    return ['--dataset-root', f'syn={data}', '--dataset-root', f'synbg={data / "backgrounds"}', '--dataset-name', 'syn',
+            '--background-name', 'synbg', '--resolution', '64', '--num-workers', '0', '--device', 'cpu',
+            '--checkpoint-dir', str(out / 'ck'), '--log-dir', str(out / 'log'), '--valid-samples', '2',
+            '--epochs', '100', *extra]
+
+
+def state_dict(path):
+    return {k: np.asarray(v) for k, v in paddle.load(path).items()}
+
+
+def test_loss_falls_and_validation_improves(data, tmp_path):
+    argv = base_args(data, tmp_path, '--model-type', 'mattingbase', '--batch-size', '4', '--max-steps', '30',
+                     '--name', 'learn', '--log-interval', '1', '--valid-interval', '1000', '--checkpoint-interval', '1000')
+    args = train.parse_args(argv)
+    loader, _, valid = train.make_loaders(args, load_roots(args.dataset_config, args.dataset_root))
+    batch = next(iter(loader))
+
+    def measure(model):
+        model.train()
+        paddle.seed(7)
+        with paddle.no_grad():
+            loss = train.compute_loss('mattingbase', model(batch[2], batch[3]), batch[0], batch[1], train.LossWeights())[0]
+        return float(loss), train.validate(model, valid)['SAD']
+
+    paddle.seed(args.seed)
+    loss0, sad0 = measure(build_model('mattingbase', 'mobilenetv2'))      # the initial weights of the run
+    train.main(argv)
+    trained = build_model('mattingbase', 'mobilenetv2')
+    trained.set_state_dict(paddle.load(str(tmp_path / 'ck' / 'learn' / 'final.pdparams')))
+    loss1, sad1 = measure(trained)
+    assert loss1 < 0.7 * loss0, (loss0, loss1)
+    assert sad1 < 0.9 * sad0, (sad0, sad1)
+    log = (tmp_path / 'log' / 'learn' / 'train.log').read_text()
+    assert log.count(' loss ') == 30 and 'valid step 30: SAD' in log
+    assert (tmp_path / 'log' / 'learn' / 'valid.csv').read_text().startswith('step,epoch,SAD,MSE')
+    assert any(f.startswith('vdlrecords') for f in os.listdir(tmp_path / 'log' / 'learn'))
+
+
+def test_killed_run_resumes_to_the_uninterrupted_state(data, tmp_path):
+    init = tmp_path / 'base.pdparams'
+    paddle.seed(3)
+    paddle.save(build_model('mattingbase', 'mobilenetv2').state_dict(), str(init))   # --checkpoint by name + shape
+    common = base_args(data, tmp_path, '--model-type', 'mattingrefine', '--batch-size', '2', '--max-steps', '6',
+                       '--checkpoint-interval', '2', '--keep-checkpoints', '10', '--valid-interval', '1000',
+                       '--checkpoint', str(init), '--resume')
+    train.main(common + ['--name', 'whole'])
+
+    # a real kill (SIGKILL, no clean-up) of a run loading with worker processes, as soon as a checkpoint exists
+    cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *common, '--name', 'killed', '--num-workers', '2']
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = tmp_path / 'ck' / 'killed' / 'step-0000002.json'
+    deadline = time.time() + 120
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first.exists() and not (tmp_path / 'ck' / 'killed' / 'final.pdparams').exists()
+    train.main(common + ['--name', 'killed'])
+
+    whole, resumed = (state_dict(str(tmp_path / 'ck' / n / 'final.pdparams')) for n in ('whole', 'killed'))
+    assert whole.keys() == resumed.keys() and 'refiner.conv1.weight' in whole
+    for k in whole:
+        np.testing.assert_allclose(resumed[k], whole[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    states = [json.loads((tmp_path / 'ck' / n / 'step-0000006.json').read_text()) for n in ('whole', 'killed')]
+    assert [(s['step'], s['epoch'], s['batch']) for s in states] == [(6, 1, 2)] * 2
+    assert 'resumed' in (tmp_path / 'log' / 'killed' / 'train.log').read_text()
+
+
+def test_two_cpu_processes_under_distributed_launch(data, tmp_path):
+    cmd = [sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir',
+           str(tmp_path / 'launch'), os.path.join(ROOT, 'train.py'),
+           *base_args(data, tmp_path, '--model-type', 'mattingbase', '--batch-size', '2', '--max-steps', '2',
+                      '--name', 'ddp', '--valid-interval', '1000')]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    logs = ''.join(p.read_text() for p in (tmp_path / 'launch').glob('*.log'))
+    assert result.returncode == 0, result.stderr[-3000:] + logs[-3000:]
+    log = (tmp_path / 'log' / 'ddp' / 'train.log').read_text()
+    assert 'on 2 x cpu' in log and '2 steps per epoch' in log            # 8 samples / (2 ranks x 2)
+    assert (tmp_path / 'ck' / 'ddp' / 'final.pdparams').exists()
+
+
+def test_batch_of_one_keeps_the_pooling_batchnorm_statistics(data, tmp_path):
+    train.main(base_args(data, tmp_path, '--model-type', 'mattingbase', '--batch-size', '1', '--max-steps', '2',
+                         '--name', 'one', '--valid-interval', '1000'))
+    weights = state_dict(str(tmp_path / 'ck' / 'one' / 'final.pdparams'))
+    assert np.all(weights['aspp.convs.4.2._mean'] == 0) and np.all(weights['aspp.convs.4.2._variance'] == 1)
+    assert np.any(weights['aspp.convs.0.1._mean'] != 0)                  # the other BNs did train
+    assert 'keeps its running statistics' in (tmp_path / 'log' / 'one' / 'train.log').read_text()
+
+
+def test_data_errors_name_the_dataset_and_path(data, tmp_path, capsys):
+    argv = base_args(data, tmp_path, '--model-type', 'mattingbase', '--dataset-root', f'syn={tmp_path / "absent"}')
+    assert train.main(argv + ['--check-data']) == 1
+    out = capsys.readouterr().out
+    assert "dataset 'syn'" in out and str(tmp_path / 'absent') in out
+    assert train.main(base_args(data, tmp_path, '--model-type', 'mattingbase', '--check-data')) == 0
+    with pytest.raises(ValueError, match='every learning rate is 0'):
+        train.build_optimizer(build_model('mattingbase', 'mobilenetv2'),
+                              train.parse_args(argv + ['--lr-backbone', '0', '--lr-aspp', '0', '--lr-decoder', '0']))
