@@ -4,21 +4,27 @@
 #   2. refine   MattingRefine on VideoMatte240K          (official train_refine.py)
 #   3. finetune MattingRefine on Distinctions-646
 #   4. private  MattingRefine on your own data (optional; dataset name "private")
-# A stage whose data is absent is skipped with the reason; a stage whose final.pdparams exists is done
-# (delete it to train again); an interrupted stage resumes from its last checkpoint.
+# A stage whose data is absent, or whose epochs or steps are 0, is skipped with the reason; a stage whose
+# final.pdparams exists is done (delete it to train again); an interrupted stage resumes from its last
+# checkpoint when run.sh is started again.
 #
-#   sh run.sh          the full recipe (dataset roots in configs/datasets.json or the *_ROOT variables)
-#   sh run.sh demo     the same chain on generated + shipped demo data, on a CPU in a few minutes
+#   sh run.sh              the full recipe (dataset roots in configs/datasets.json or the *_ROOT variables)
+#   sh run.sh demo         the same chain on generated + shipped demo data, on a CPU in a few minutes
+#   sh run.sh demo-model   trains the shipped demo model (MattingRefine mobilenetv2) on the demo data and
+#                          synthetic composites, then copies it to model/weights/ (hours on a CPU)
 #
 # Every setting is an environment variable, e.g. BACKBONE=mobilenetv2 BASE_EPOCHS=4 sh run.sh
 #   BACKBONE (resnet50)  PRETRAIN (initial weights of stage 1, .pdparams or .pth)
-#   BASE_EPOCHS (8) REFINE_EPOCHS (1) FINETUNE_EPOCHS (1) PRIVATE_EPOCHS (1)  MAX_STEPS (per stage, none)
-#   BASE_DATASET (videomatte240k) FINETUNE_DATASET (distinction) PRIVATE_DATASET (private)
+#   BASE_EPOCHS (8) REFINE_EPOCHS (1) FINETUNE_EPOCHS (1) PRIVATE_EPOCHS (1)
+#   MAX_STEPS (per stage, none) or BASE_STEPS REFINE_STEPS FINETUNE_STEPS PRIVATE_STEPS
+#   BASE_DATASET (videomatte240k) FINETUNE_DATASET (distinction) PRIVATE_DATASET (private); a dataset may be a
+#   list 'a*20,b' (a repeated 20 times)  VALID_DATASET (default: each stage's own)
 #   BACKGROUNDS (backgrounds)  VIDEOMATTE_ROOT DISTINCTION_ROOT PRIVATE_ROOT BACKGROUNDS_ROOT (override the config)
 #   BASE_BATCH (8) REFINE_BATCH (4) BASE_RESOLUTION (512) REFINE_RESOLUTION (2048) NUM_WORKERS (4)
-#   CHECKPOINT_DIR (checkpoint) LOG_DIR (log) RUN (prefix of the stage names, bgmv2)
-#   LAUNCH (python3; e.g. "python3 -m paddle.distributed.launch --gpus 0,1,2,3")  EXTRA_ARGS (to every stage)
-set -e
+#   CHECKPOINT_DIR (checkpoint) LOG_DIR (log) RUN (prefix of the stage names, bgmv2)  EXPORT (copy the last
+#   weights there)  LAUNCH (python3; e.g. "python3 -m paddle.distributed.launch --gpus 0,1,2,3")
+#   EXTRA_ARGS (to every stage, e.g. "--loss-laplacian 0" for the official loss)
+set -e -f    # -f: no globbing, dataset lists like 'demo*20,b' stay as written
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 
@@ -36,8 +42,21 @@ if [ "$1" = demo ]; then
     : "${BASE_BATCH:=2}" "${REFINE_BATCH:=2}" "${BASE_RESOLUTION:=128}" "${REFINE_RESOLUTION:=256}"
     : "${NUM_WORKERS:=2}" "${VIDEOMATTE_ROOT:=$DEMO_DATA}"
     DEMO_ARGS="--valid-samples 5 --log-interval 5 --image-interval 10 --valid-interval 10 --checkpoint-interval 10"
+elif [ "$1" = demo-model ]; then
+    # the 11 real training foregrounds of dataset/demo (weighted x20) + synthetic hair-like foregrounds textured
+    # with real photos, on the real demo backgrounds; validated on the demo set's own validation split
+    if [ ! -d data/demo_synthetic/train ]; then
+        $PYTHON tools/make_synthetic_data.py --out data/demo_synthetic --num-train 300 --num-valid 10 \
+            --num-backgrounds 0 --size 384 --real-bg dataset/demo/backgrounds/train --seed 1
+    fi
+    : "${RUN:=demomodel}" "${BACKBONE:=mobilenetv2}" "${BASE_EPOCHS:=100000}" "${REFINE_EPOCHS:=100000}"
+    : "${FINETUNE_EPOCHS:=0}" "${PRIVATE_EPOCHS:=0}" "${BASE_STEPS:=6000}" "${REFINE_STEPS:=2000}"
+    : "${BASE_DATASET:=demo*20,demo_synthetic}" "${VALID_DATASET:=demo}" "${BACKGROUNDS:=demo_backgrounds}"
+    : "${BASE_BATCH:=4}" "${REFINE_BATCH:=2}" "${BASE_RESOLUTION:=320}" "${REFINE_RESOLUTION:=640}"
+    : "${NUM_WORKERS:=1}" "${EXPORT:=model/weights/bgmv2_mobilenetv2_demo.pdparams}"
+    DEMO_ARGS="--valid-samples 15 --log-interval 20 --image-interval 500 --valid-interval 500 --checkpoint-interval 200"
 elif [ -n "$1" ]; then
-    echo "usage: sh run.sh [demo]" >&2
+    echo "usage: sh run.sh [demo | demo-model]" >&2
     exit 2
 fi
 
@@ -52,20 +71,25 @@ ROOTS=""
 [ -n "$DISTINCTION_ROOT" ] && ROOTS="$ROOTS --dataset-root $FINETUNE_DATASET=$DISTINCTION_ROOT"
 [ -n "$PRIVATE_ROOT" ] && ROOTS="$ROOTS --dataset-root $PRIVATE_DATASET=$PRIVATE_ROOT"
 [ -n "$BACKGROUNDS_ROOT" ] && ROOTS="$ROOTS --dataset-root $BACKGROUNDS=$BACKGROUNDS_ROOT"
-STEPS=""
-[ -n "$MAX_STEPS" ] && STEPS="--max-steps $MAX_STEPS"
+VALID=""
+[ -n "$VALID_DATASET" ] && VALID="--valid-dataset-name $VALID_DATASET"
 PREV=$PRETRAIN
 STAGES=""
 
-# stage NAME MODEL_TYPE DATASET EPOCHS BATCH RESOLUTION
+# stage NAME MODEL_TYPE DATASET EPOCHS STEPS BATCH RESOLUTION
 stage() {
     name=${RUN}_$1
     final=$CHECKPOINT_DIR/$name/final.pdparams
     common="--model-backbone $BACKBONE --dataset-name $3 --background-name $BACKGROUNDS $ROOTS"
-    reason=$($PYTHON train.py --model-type "$2" $common --check-data 2>&1 | tail -n 1)
+    steps=""
+    [ -n "$5" ] && steps="--max-steps $5"
     if [ -f "$final" ]; then
         echo "== $name: done already ($final; delete it to train again)"
-    elif [ "${reason#*training pairs}" = "$reason" ]; then
+    elif [ "$4" = 0 ] || [ "$5" = 0 ]; then
+        echo "== $name: skipped, 0 epochs or steps"
+        return 0
+    elif reason=$($PYTHON train.py --model-type "$2" $common --check-data 2>&1 | tail -n 1) &&
+            [ "${reason#*training pairs}" = "$reason" ]; then
         echo "== $name: skipped, its data are absent: $reason"
         return 0
     else
@@ -73,18 +97,21 @@ stage() {
         init=""
         [ -n "$PREV" ] && init="--checkpoint $PREV"
         # shellcheck disable=SC2086
-        $LAUNCH train.py --model-type "$2" $common --name "$name" --epochs "$4" --batch-size "$5" \
-            --resolution "$6" --num-workers "$NUM_WORKERS" --checkpoint-dir "$CHECKPOINT_DIR" --log-dir "$LOG_DIR" \
-            --resume $init $STEPS $DEMO_ARGS $EXTRA_ARGS
+        $LAUNCH train.py --model-type "$2" $common --name "$name" --epochs "$4" $steps --batch-size "$6" \
+            --resolution "$7" --num-workers "$NUM_WORKERS" --checkpoint-dir "$CHECKPOINT_DIR" --log-dir "$LOG_DIR" \
+            --resume $init $VALID $DEMO_ARGS $EXTRA_ARGS
     fi
     PREV=$final
     STAGES="$STAGES $name"
 }
 
-stage base mattingbase "$BASE_DATASET" "$BASE_EPOCHS" "$BASE_BATCH" "$BASE_RESOLUTION"
-stage refine mattingrefine "$BASE_DATASET" "$REFINE_EPOCHS" "$REFINE_BATCH" "$REFINE_RESOLUTION"
-stage finetune mattingrefine "$FINETUNE_DATASET" "$FINETUNE_EPOCHS" "$REFINE_BATCH" "$REFINE_RESOLUTION"
-stage private mattingrefine "$PRIVATE_DATASET" "$PRIVATE_EPOCHS" "$REFINE_BATCH" "$REFINE_RESOLUTION"
+stage base mattingbase "$BASE_DATASET" "$BASE_EPOCHS" "${BASE_STEPS:-$MAX_STEPS}" "$BASE_BATCH" "$BASE_RESOLUTION"
+stage refine mattingrefine "$BASE_DATASET" "$REFINE_EPOCHS" "${REFINE_STEPS:-$MAX_STEPS}" "$REFINE_BATCH" \
+    "$REFINE_RESOLUTION"
+stage finetune mattingrefine "$FINETUNE_DATASET" "$FINETUNE_EPOCHS" "${FINETUNE_STEPS:-$MAX_STEPS}" "$REFINE_BATCH" \
+    "$REFINE_RESOLUTION"
+stage private mattingrefine "$PRIVATE_DATASET" "$PRIVATE_EPOCHS" "${PRIVATE_STEPS:-$MAX_STEPS}" "$REFINE_BATCH" \
+    "$REFINE_RESOLUTION"
 
 # validation table: the last validation of every stage that ran
 table=$LOG_DIR/${RUN}_validation.csv
@@ -94,4 +121,9 @@ for name in $STAGES; do
 done
 echo "== validation (whole-image SAD/1000, MSE; $table):"
 column -s, -t < "$table" 2>/dev/null || cat "$table"
+if [ -n "$EXPORT" ] && [ -f "$PREV" ]; then
+    mkdir -p "$(dirname "$EXPORT")"
+    cp "$PREV" "$EXPORT.tmp" && mv "$EXPORT.tmp" "$EXPORT"
+    echo "== exported $PREV to $EXPORT"
+fi
 echo "== weights: ${PREV:-none}; curves: visualdl --logdir $LOG_DIR --language en"

@@ -51,7 +51,8 @@ def parse_args(argv=None):
                    help='initial weights (.pdparams or official .pth), loaded where name and shape match; '
                         'same as --model-checkpoint (for training the default is no initial weights)')
     d = p.add_argument_group('data')
-    d.add_argument('--dataset-name', default='videomatte240k', help='training set (a name in the dataset config)')
+    d.add_argument('--dataset-name', default='videomatte240k',
+                   help="training set: a name in the dataset config, or a list 'a*20,b' (a repeated 20 times)")
     d.add_argument('--background-name', default='backgrounds')
     d.add_argument('--valid-dataset-name', help='default: --dataset-name')
     d.add_argument('--valid-background-name', help='default: --background-name')
@@ -168,7 +169,7 @@ def make_loaders(args, roots):
     train = paddle.io.DataLoader(train_set, batch_sampler=sampler, collate_fn=Collate(args.seed, True, multiple),
                                  num_workers=args.num_workers)
     try:
-        valid_set = MattingDataset(matting_split(roots, args.valid_dataset_name, 'valid'),
+        valid_set = MattingDataset(matting_split(roots, args.valid_dataset_name, 'valid', repeat=False),
                                    background_split(roots, args.valid_background_name, 'valid'),
                                    args.resolution, train=False, seed=args.seed, pair_scale=(0.3, 1))
     except ValueError as e:

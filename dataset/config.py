@@ -46,14 +46,26 @@ def split_dir(roots, name, split):
     return path
 
 
-def matting_split(roots, name, split):
-    """[(fgr, pha, trimap)] of a dataset split."""
-    return folders.find_pairs(split_dir(roots, name, split))
+def parse_names(spec):
+    """'a*20,b' -> [('a', 20), ('b', 1)]: several datasets, each repeated k times to weight it."""
+    names = []
+    for item in spec.split(','):
+        name, _, k = item.strip().partition('*')
+        if not name or (k and not k.isdigit()):
+            raise ValueError(f"dataset list {spec!r}: expected NAME or NAME*K items separated by commas")
+        names.append((name, int(k) if k else 1))
+    return names
 
 
-def background_split(roots, name, split):
-    """[path] of a background dataset split."""
-    return folders.image_files(split_dir(roots, name, split))
+def matting_split(roots, spec, split, repeat=True):
+    """[(fgr, pha, trimap)] of a split of one dataset or of a list 'a*20,b' (repeats only if `repeat`)."""
+    return [pair for name, k in parse_names(spec)
+            for pair in folders.find_pairs(split_dir(roots, name, split)) * (k if repeat else 1)]
+
+
+def background_split(roots, spec, split):
+    """[path] of a split of one background dataset or of a list 'a,b'."""
+    return [path for name, k in parse_names(spec) for path in folders.image_files(split_dir(roots, name, split)) * k]
 
 
 def available(roots, name, split='train'):

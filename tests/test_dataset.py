@@ -200,3 +200,11 @@ def test_generator_layouts_read_back(tmp_path, layout):
     assert fgr.shape == (32, 32, 3) and 0 < pha.mean() < 1
     assert 0.01 < ((pha > 0.02) & (pha < 0.98)).mean()       # soft, hair-like edges
     assert (pairs[0][2] is not None) == (layout == 'aim')
+
+
+def test_dataset_lists_weight_by_repetition():
+    roots = load_roots()
+    assert len(matting_split(roots, 'demo*3,demo', 'train')) == 4 * 11
+    assert len(matting_split(roots, 'demo*3', 'valid', repeat=False)) == 3
+    with pytest.raises(ValueError, match='NAME\\*K'):
+        matting_split(roots, 'demo*x', 'train')
