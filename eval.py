@@ -39,7 +39,8 @@ from dataset import config
 from dataset.augmentation import eval_composite
 from dataset.folders import FGR_NAMES, find_pairs, image_files
 from dataset.matting import read_pair
-from predict import create_matting, fit
+from utils.io import resize_cover
+from utils.runner import create_runner
 from utils.io import ImageReadError, atomic_path, list_images, read_alpha_u8, read_image, to_uint8, write_image
 from utils.metrics import dim_metrics, foreground_metrics
 from utils.options import ROOT, add_model_args, checkpoint_path, model_options
@@ -150,12 +151,12 @@ class ModelPredictor:
 
     def __init__(self, args, bgr_dir):
         self.backgrounds = image_files(bgr_dir)
-        self.matting = create_matting(args)
+        self.matting = create_runner(args)
         self.seed = args.seed
 
     def __call__(self, index, name, fgr, alpha):
         h, w = alpha.shape
-        bgr = fit(read_image(self.backgrounds[index % len(self.backgrounds)]), h, w)
+        bgr = resize_cover(read_image(self.backgrounds[index % len(self.backgrounds)]), h, w)
         rng = np.random.default_rng([self.seed, index])
         src, bgr = eval_composite(fgr, alpha / np.float32(255), bgr, rng)
         out = self.matting(src[None], bgr[None])

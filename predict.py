@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from utils.alignment import align_background
 from utils.io import (IMAGE_EXTENSIONS, ImageReadError, VideoReader, VideoWriter, is_video, list_images,
-                      read_image, write_image)
-from utils.options import ROOT, add_model_args, model_from_args
+                      read_image, resize_cover, write_image)
+from utils.options import ROOT, add_model_args
+from utils.runner import OUTPUT_TYPES, RVMRunner, create_runner
 
-OUTPUT_TYPES = ('com', 'pha', 'fgr', 'err', 'ref')
 DEMO_SRC, DEMO_BGR = os.path.join(ROOT, 'image', 'src'), os.path.join(ROOT, 'image', 'bgr')
 VIDEO_TARGET = (120 / 255, 1.0, 155 / 255)   # the official video default when no --target-bgr is given
 NAME_SUFFIXES = ('_src', '_bgr', '_img', '_back', '_background')
@@ -165,92 +165,13 @@ class Target:
             if frame is None:                      # loop a shorter target video
                 self.frames = iter(self.video)
                 frame = next(self.frames)
-            return fit(frame, h, w)
+            return resize_cover(frame, h, w)
         if self.image is not None:
-            return fit(self.image, h, w)
+            return resize_cover(self.image, h, w)
         return None if self.colour is None else np.broadcast_to(np.float32(self.colour), (h, w, 3))
 
 
-def fit(image, h, w):
-    """Resize to cover h x w and centre-crop (keeps the aspect ratio)."""
-    import cv2
-    ih, iw = image.shape[:2]
-    if (ih, iw) == (h, w):
-        return image
-    s = max(h / ih, w / iw)
-    image = cv2.resize(image, (max(w, round(iw * s)), max(h, round(ih * s))), interpolation=cv2.INTER_AREA)
-    y, x = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
-    return image[y:y + h, x:x + w]
-
-
-# ---------------------------------------------------------------- model
-
-class BGMv2Matting:
-    """Runs BGMv2 on N x H x W x 3 float arrays of any size (padded to a multiple of 4 and cropped
-    back) and returns full-resolution numpy outputs by name."""
-    types = OUTPUT_TYPES
-
-    def __init__(self, args, model):
-        import paddle
-        self.paddle, self.model = paddle, model
-        self.refine = args.model_type == 'mattingrefine'
-        self.fp16 = args.precision == 'fp16'
-        if not self.refine:
-            self.types = ('com', 'pha', 'fgr', 'err')
-
-    def reset(self):
-        """Frames are independent: nothing to carry from one clip to the next."""
-
-    def __call__(self, src, bgr):
-        paddle = self.paddle
-        n, h, w = src.shape[:3]
-        ph, pw = -h % 4, -w % 4
-        pad = ((0, 0), (0, ph), (0, pw), (0, 0))
-        to_tensor = lambda a: paddle.to_tensor(np.ascontiguousarray(np.pad(a, pad, mode='edge').transpose(0, 3, 1, 2)))
-        with paddle.no_grad(), paddle.amp.auto_cast(enable=self.fp16, level='O1'):
-            out = self.model(to_tensor(src), to_tensor(bgr))
-        if self.refine:
-            pha, fgr, _, _, err, ref = out
-            size = [h + ph, w + pw]
-            err = paddle.nn.functional.interpolate(err, size=size, mode='bilinear', align_corners=False)
-            ref = paddle.nn.functional.interpolate(ref, size=size, mode='nearest')
-        else:
-            pha, fgr, err, _ = out
-            ref = None
-        crop = lambda t: t.astype('float32').numpy()[:, :, :h, :w].transpose(0, 2, 3, 1)
-        return {'pha': crop(pha)[..., 0], 'fgr': crop(fgr), 'err': crop(err)[..., 0],
-                'ref': None if ref is None else crop(ref)[..., 0]}
-
-
-class RVMMatting:
-    """Robust Video Matting: no plate; the recurrent state runs through the frames of a clip."""
-    types = ('com', 'pha', 'fgr')
-
-    def __init__(self, args, model):
-        import paddle
-        self.paddle, self.model = paddle, model
-        self.ratio = args.downsample_ratio
-        self.fp16 = args.precision == 'fp16'
-        self.reset()
-
-    def reset(self):
-        self.state, self.clip_ratio = [None] * 4, None
-
-    def __call__(self, src, bgr=None):
-        paddle = self.paddle
-        h, w = src.shape[1:3]
-        if self.clip_ratio is None:      # the official automatic rule, fixed for the whole clip
-            self.clip_ratio = self.ratio or min(512 / max(h, w), 1)
-        frames = paddle.to_tensor(np.ascontiguousarray(src.transpose(0, 3, 1, 2))[None])   # 1 x T x 3 x H x W
-        with paddle.no_grad(), paddle.amp.auto_cast(enable=self.fp16, level='O1'):
-            fgr, pha, *self.state = self.model(frames, *self.state, downsample_ratio=self.clip_ratio)
-        return {'pha': pha.astype('float32').numpy()[0, :, 0], 'fgr': fgr.astype('float32').numpy()[0].transpose(0, 2, 3, 1)}
-
-
-def create_matting(args):
-    model = model_from_args(args)
-    return (RVMMatting if args.model_type == 'rvm' else BGMv2Matting)(args, model)
-
+# ---------------------------------------------------------------- outputs
 
 def compose(result, i, target):
     pha, fgr = result['pha'][i], result['fgr'][i]
@@ -268,7 +189,7 @@ def output_images(result, i, types, target):
 
 def active_types(args):
     """The requested outputs the model has (MattingBase refines no patches; RVM has no error map)."""
-    has = {'rvm': RVMMatting.types, 'mattingbase': ('com', 'pha', 'fgr', 'err')}.get(args.model_type, OUTPUT_TYPES)
+    has = {'rvm': RVMRunner.types, 'mattingbase': ('com', 'pha', 'fgr', 'err')}.get(args.model_type, OUTPUT_TYPES)
     return [t for t in args.output_types if t in has]
 
 
@@ -293,7 +214,7 @@ def prepare_plate(src, bgr, src_path, bgr_path, align):
         if not align:
             raise InputError(f"{bgr_path}: plate is {bgr.shape[1]}x{bgr.shape[0]} but {src_path} is "
                              f"{src.shape[1]}x{src.shape[0]}; pass --preprocess-alignment or resize it")
-        bgr = fit(bgr, *src.shape[:2])
+        bgr = resize_cover(bgr, *src.shape[:2])
     return bgr
 
 
@@ -482,7 +403,7 @@ def main(argv=None):
             sys.exit(f"error: {len(existing)} outputs exist already (first: {existing[0]}); "
                      f"pass -y to overwrite or --resume to skip finished inputs")
     try:
-        matting = create_matting(args)
+        matting = create_runner(args)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     failures, start = [], time.time()

@@ -121,6 +121,17 @@ def list_images(root):
     return sorted(found, key=lambda p: os.path.relpath(p, root))
 
 
+def resize_cover(image, h, w):
+    """Resize to cover h x w and centre-crop (keeps the aspect ratio)."""
+    ih, iw = image.shape[:2]
+    if (ih, iw) == (h, w):
+        return image
+    s = max(h / ih, w / iw)
+    image = cv2.resize(image, (max(w, round(iw * s)), max(h, round(ih * s))), interpolation=cv2.INTER_AREA)
+    y, x = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+    return image[y:y + h, x:x + w]
+
+
 VIDEO_EXTENSIONS = ('.mp4', '.mov', '.avi', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg', '.wmv')
 
 
