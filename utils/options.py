@@ -16,7 +16,7 @@ def add_model_args(parser, refine_threshold=0.7):
                    help='mattingbase: coarse network only; mattingrefine: coarse network at '
                         '--model-backbone-scale plus the full-resolution refiner (default); rvm: Robust Video '
                         'Matting, recurrent, needs no background plate')
-    g.add_argument('--model-backbone', choices=BACKBONES + RVM_BACKBONES, default=None,
+    g.add_argument('--model-backbone', choices=list(dict.fromkeys(BACKBONES + RVM_BACKBONES)), default=None,
                    help=f'encoder: {", ".join(BACKBONES)} for BGMv2 (default mobilenetv2), '
                         f'{", ".join(RVM_BACKBONES)} for rvm (default mobilenetv3)')
     g.add_argument('--model-refiner', choices=RVM_REFINERS, default=RVM_REFINERS[0],
