@@ -4,6 +4,8 @@ The same network as the official PyTorch model (PeterL1n/RobustVideoMatting), la
 name, so `rvm_mobilenetv3.pth` / `rvm_resnet50.pth` convert by renaming BatchNorm statistics only.
 Every layer except the ConvGRUs sees frames: a (B, T, C, H, W) chunk is folded to (B*T, C, H, W) around it.
 """
+import math
+
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -29,9 +31,23 @@ def resize(x, size):
     return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
 
 
+@paddle.jit.not_to_static
+def whole_size(shape, ratio):
+    """[floor(H*ratio), floor(W*ratio)] when the sizes are known and both products whole numbers, else None."""
+    if not all(isinstance(s, int) and s > 0 for s in shape):
+        return None
+    size = [math.floor(s * ratio) for s in shape]
+    return size if all(s * ratio - f < 1e-6 for s, f in zip(shape, size)) else None
+
+
 def downsample(x, ratio):
-    """torch's interpolate(scale_factor=ratio, recompute_scale_factor=False): output floor(H*ratio) and
-    sampling at (dst + 0.5) / ratio - 0.5, which Paddle's scale_factor reproduces (a size would resample)."""
+    """torch's interpolate(scale_factor=ratio, recompute_scale_factor=False): output floor(H*ratio), sampled at
+    (dst + 0.5) / ratio - 0.5 (Paddle's scale_factor does the same; a rounded size would resample). When H*ratio
+    and W*ratio are whole, as for the usual ratios and resolutions, an explicit size samples identically, so a
+    static-shape export carries no scale_factor (which paddle2onnx rejects)."""
+    size = whole_size(x.shape[-2:], ratio)
+    if size is not None:
+        return resize(x, size)
     return F.interpolate(x, scale_factor=ratio, mode='bilinear', align_corners=False)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import DATA
 from model import MattingNetwork, build_model
-from model.rvm import MattingNetworkStep
+from model.rvm import MattingNetworkStep, downsample
 from seeded import load_entries, make_weights, to_paddle_names
 
 GOLDEN_DIR = os.path.join(DATA, 'rvm')
@@ -183,6 +183,28 @@ def test_state_shapes_at_hd():
     assert fgr.shape == [1, 3, 1080, 1920] and pha.shape == [1, 1, 1080, 1920]
     assert [s.shape for s in states] == [[1, 16, 135, 240], [1, 20, 68, 120], [1, 40, 34, 60], [1, 64, 17, 30]]
     assert 0 <= float(pha.min()) and float(pha.max()) <= 1 and 0 <= float(fgr.min()) and float(fgr.max()) <= 1
+
+
+def torch_bilinear_rows(size, ratio):
+    """Interpolation matrix of torch's bilinear resize with a scale factor (align_corners=False, no recompute)."""
+    out = int(np.floor(size * ratio))
+    src = np.maximum((np.arange(out) + 0.5) / ratio - 0.5, 0)
+    low = np.floor(src).astype(int)
+    high, frac = np.minimum(low + 1, size - 1), src - low
+    matrix = np.zeros((out, size))
+    np.add.at(matrix, (np.arange(out), low), 1 - frac)
+    np.add.at(matrix, (np.arange(out), high), frac)
+    return matrix
+
+
+@pytest.mark.parametrize('height,width,ratio', [(101, 77, 0.3), (100, 130, 0.4), (1080, 1920, 0.25)])
+def test_downsample_samples_like_torch_scale_factor(height, width, ratio):
+    """floor(H*r) outputs sampled at (dst + 0.5) / r - 0.5, whether or not H*r is whole (101 * 0.3 is not)."""
+    image = np.random.default_rng(0).random((1, 1, height, width)).astype(np.float32)
+    expected = torch_bilinear_rows(height, ratio) @ image[0, 0].astype(np.float64) @ torch_bilinear_rows(width, ratio).T
+    actual = downsample(paddle.to_tensor(image), ratio).numpy()[0, 0]
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, atol=1e-5)   # float32 sample coordinates, as torch
 
 
 @pytest.mark.parametrize('make,message', [
