@@ -24,6 +24,7 @@
 #   CHECKPOINT_DIR (checkpoint) LOG_DIR (log) RUN (prefix of the stage names, bgmv2)  EXPORT (copy the last
 #   weights there)  LAUNCH (python3; e.g. "python3 -m paddle.distributed.launch --gpus 0,1,2,3")
 #   EXTRA_ARGS (to every stage, e.g. "--loss-laplacian 0" for the official loss)
+#   BASE_ARGS REFINE_ARGS FINETUNE_ARGS PRIVATE_ARGS (to one stage, e.g. "--lr-backbone 3e-4")
 set -e -f    # -f: no globbing, dataset lists like 'demo*20,b' stay as written
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
@@ -50,11 +51,13 @@ elif [ "$1" = demo-model ]; then
             --num-backgrounds 0 --size 384 --real-bg dataset/demo/backgrounds/train --seed 1
     fi
     : "${RUN:=demomodel}" "${BACKBONE:=mobilenetv2}" "${BASE_EPOCHS:=100000}" "${REFINE_EPOCHS:=100000}"
-    : "${FINETUNE_EPOCHS:=0}" "${PRIVATE_EPOCHS:=0}" "${BASE_STEPS:=6000}" "${REFINE_STEPS:=2000}"
+    : "${FINETUNE_EPOCHS:=0}" "${PRIVATE_EPOCHS:=0}" "${BASE_STEPS:=900}" "${REFINE_STEPS:=400}"
     : "${BASE_DATASET:=demo*20,demo_synthetic}" "${VALID_DATASET:=demo}" "${BACKGROUNDS:=demo_backgrounds}"
-    : "${BASE_BATCH:=4}" "${REFINE_BATCH:=2}" "${BASE_RESOLUTION:=320}" "${REFINE_RESOLUTION:=640}"
+    : "${BASE_BATCH:=4}" "${REFINE_BATCH:=2}" "${BASE_RESOLUTION:=256}" "${REFINE_RESOLUTION:=512}"
+    # no pretrained encoder here: a faster start for the base stage than the official 1e-4 backbone rate
+    : "${BASE_ARGS:=--lr-backbone 3e-4}"
     : "${NUM_WORKERS:=1}" "${EXPORT:=model/weights/bgmv2_mobilenetv2_demo.pdparams}"
-    DEMO_ARGS="--valid-samples 15 --log-interval 20 --image-interval 500 --valid-interval 500 --checkpoint-interval 200"
+    DEMO_ARGS="--valid-samples 15 --log-interval 10 --image-interval 100 --valid-interval 300 --checkpoint-interval 100"
 elif [ -n "$1" ]; then
     echo "usage: sh run.sh [demo | demo-model]" >&2
     exit 2
@@ -76,7 +79,7 @@ VALID=""
 PREV=$PRETRAIN
 STAGES=""
 
-# stage NAME MODEL_TYPE DATASET EPOCHS STEPS BATCH RESOLUTION
+# stage NAME MODEL_TYPE DATASET EPOCHS STEPS BATCH RESOLUTION STAGE_ARGS
 stage() {
     name=${RUN}_$1
     final=$CHECKPOINT_DIR/$name/final.pdparams
@@ -99,19 +102,20 @@ stage() {
         # shellcheck disable=SC2086
         $LAUNCH train.py --model-type "$2" $common --name "$name" --epochs "$4" $steps --batch-size "$6" \
             --resolution "$7" --num-workers "$NUM_WORKERS" --checkpoint-dir "$CHECKPOINT_DIR" --log-dir "$LOG_DIR" \
-            --resume $init $VALID $DEMO_ARGS $EXTRA_ARGS
+            --resume $init $VALID $DEMO_ARGS $EXTRA_ARGS $8
     fi
     PREV=$final
     STAGES="$STAGES $name"
 }
 
-stage base mattingbase "$BASE_DATASET" "$BASE_EPOCHS" "${BASE_STEPS:-$MAX_STEPS}" "$BASE_BATCH" "$BASE_RESOLUTION"
+stage base mattingbase "$BASE_DATASET" "$BASE_EPOCHS" "${BASE_STEPS:-$MAX_STEPS}" "$BASE_BATCH" "$BASE_RESOLUTION" \
+    "$BASE_ARGS"
 stage refine mattingrefine "$BASE_DATASET" "$REFINE_EPOCHS" "${REFINE_STEPS:-$MAX_STEPS}" "$REFINE_BATCH" \
-    "$REFINE_RESOLUTION"
+    "$REFINE_RESOLUTION" "$REFINE_ARGS"
 stage finetune mattingrefine "$FINETUNE_DATASET" "$FINETUNE_EPOCHS" "${FINETUNE_STEPS:-$MAX_STEPS}" "$REFINE_BATCH" \
-    "$REFINE_RESOLUTION"
+    "$REFINE_RESOLUTION" "$FINETUNE_ARGS"
 stage private mattingrefine "$PRIVATE_DATASET" "$PRIVATE_EPOCHS" "${PRIVATE_STEPS:-$MAX_STEPS}" "$REFINE_BATCH" \
-    "$REFINE_RESOLUTION"
+    "$REFINE_RESOLUTION" "$PRIVATE_ARGS"
 
 # validation table: the last validation of every stage that ran
 table=$LOG_DIR/${RUN}_validation.csv
