@@ -1,52 +1,73 @@
-"""Evaluate a matting model, or existing predictions, on a PhotoMatte85-style test set with the reference
-Deep Image Matting metrics (SAD, MSE, Grad, Conn over the trimap's unknown region, scaled as the official
-MATLAB evaluation reports them) plus the foreground MSE.
+"""Evaluate a matting model, or existing predictions, with the reference metrics of one of two protocols.
 
     python3 eval.py                                    # demo model on PhotoMatte85 + validation backgrounds
     python3 eval.py --model-backbone resnet50 --model-checkpoint pytorch_resnet50.pth
     python3 eval.py --pred-dir other_method/           # score existing mattes, no model
+    python3 eval.py --model-type rvm --model-checkpoint rvm_mobilenetv3.pth --data-dir videomatte_512x288
+    python3 eval.py --data-dir videomatte_1920x1080 --pred-dir rvm_hd/ --hr
 
-Protocol (model mode). Test set: `fgr/ pha/ [trimap/]` or a folder of RGBA images. Image i (in sorted name
-order) is composited at its native size over background i mod N of --bgr-dir (resized to cover it and
-centre-cropped, aspect kept) with the BGMv2 evaluation augmentation (shadow, noise, background colour
-jitter, background misalignment), drawn from numpy's generator seeded by (--seed, i): every run, resumed or
-not, sees the same composites. The predicted matte is quantised to 8 bits (as a saved PNG) and scored as
-is (not pasted with the trimap). Prediction mode scores `<pred-dir>/pha/<name>.*` (or `<pred-dir>/<name>.*`)
-against the same ground truth, and `<pred-dir>/fgr/<name>.*` if present.
-
+IMAGE PROTOCOL (BGMv2, PhotoMatte85): the Deep Image Matting metrics (SAD, MSE, Grad, Conn over the
+trimap's unknown region, scaled as the official MATLAB evaluation reports them) plus the foreground MSE.
+Test set: `fgr/ pha/ [trimap/]` or a folder of RGBA images. Image i (in sorted name order) is composited at
+its native size over background i mod N of --bgr-dir (resized to cover it and centre-cropped, aspect kept)
+with the BGMv2 evaluation augmentation (shadow, noise, background colour jitter, background misalignment),
+drawn from numpy's generator seeded by (--seed, i): every run, resumed or not, sees the same composites. The
+predicted matte is quantised to 8 bits (as a saved PNG) and scored as is (not pasted with the trimap).
+Prediction mode scores `<pred-dir>/pha/<name>.*` (or `<pred-dir>/<name>.*`) against the same ground truth,
+and `<pred-dir>/fgr/<name>.*` if present.
 Trimaps: the test set's own if it has them; otherwise derived from the ground-truth alpha (8-bit) with
 the rule of the earlier Paddle reproduction: 255 where the alpha is 255 at every pixel within L1 distance
 --trimap-radius (10; a 3x3 cross eroded that many times), 0 where it is 0 at all of them, 128 elsewhere.
 Derived trimaps are saved in <output-dir>/trimap/.
+Output (<output-dir>): per-image `metrics.csv`, `summary.json` (means over images, protocol, failures),
+`trimap/`, and with --save-pred `pred/pha/` + `pred/fgr/` (which --pred-dir accepts).
 
-Output (<output-dir>): per-image `metrics.csv`, `summary.json` (means, protocol, failures), `settings.json`
-(a rerun with the same settings skips images already in the CSV; other settings need another directory),
-`trimap/`, and with --save-pred `pred/pha/` + `pred/fgr/` (which --pred-dir accepts). Exit status 1 if any
-image could not be scored (each one is reported by name and listed in summary.json).
+VIDEO PROTOCOL (Robust Video Matting, VideoMatte240K composited test sets): the trimap-free metrics of the
+official evaluators (MAD, MSE, Grad, Conn, dtSSD on the alpha, MSE and MAD on the foreground), over whole
+frames. Chosen by --protocol video, or automatically for --model-type rvm and for a --data-dir holding
+clips with composites. Test set: `<data-dir>/[<set>/]<clip>/{com,fgr,pha,bgr}/<frame>.png` as the official
+generators write it (videomatte_512x288 or videomatte_1920x1080, whose static/ and motion/ clips are pooled
+as the official evaluator pools everything under its folder). Model mode runs the network over each clip's
+com/ frames in name order, --seq-chunk frames per call, from a zero recurrent state per clip (RVM) or with
+the clip's bgr/ frames as plates (BGMv2), at --downsample-ratio (default min(512 / max(H, W), 1), the
+official automatic rule: 1 for 512x288; the paper's HD numbers use 0.25); the predicted alpha and
+foreground are quantised to 8 bits by rounding (the official PNG writer truncates). Prediction mode reads
+`<pred-dir>/<clip>/pha/<frame>.*` and, if the folder exists, `<pred-dir>/<clip>/fgr/<frame>.*` for every
+ground-truth frame. Every frame is scored in order; dtSSD is 0 for a clip's first frame, as the evaluator
+writes it. Averaging as the official spreadsheet: each metric is averaged over the clips at each frame
+position, then over the positions (the grand mean over frames when clips are equally long, leading dtSSD
+zeros included); NaN values (FG of a frame without foreground) are left out. --hr: the definitions of
+evaluate_hr.py (Grad without the min-max stretch, no Conn), for the 1920x1080 set.
+Output (<output-dir>): per-frame `frames.csv`, per-clip means `clips.csv`, `summary.json`, and with
+--save-pred `pred/<clip>/pha/` + `pred/<clip>/fgr/` (which --pred-dir accepts).
+
+Both: `settings.json` records what the numbers depend on; a rerun with the same settings skips the images or
+clips already scored (other settings need another --output-dir). Exit status 1 if any image or clip could
+not be scored (each is reported with the file at fault and listed in summary.json).
 """
 import argparse
-import csv
-import json
-import math
 import os
 import sys
+import textwrap
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from dataset import config
 from dataset.augmentation import eval_composite
 from dataset.folders import FGR_NAMES, find_pairs, image_files
 from dataset.matting import read_pair
-from utils.io import resize_cover
-from utils.runner import create_runner
-from utils.io import ImageReadError, atomic_path, list_images, read_alpha_u8, read_image, to_uint8, write_image
+from dataset.videomatte_eval import is_composited_layout
+from utils.eval_results import mean, present, progress, read_rows, report_failure, start_output, table, write_json, \
+    write_rows
+from utils.eval_video import VIDEO_COLUMNS, evaluate_clips
+from utils.io import ImageReadError, list_images, read_alpha_u8, read_image, resize_cover, to_uint8, write_image
 from utils.metrics import dim_metrics, foreground_metrics
 from utils.options import ROOT, add_model_args, checkpoint_path, model_options
+from utils.runner import create_runner
 
 # CSV column -> what it is; the console table shows the same scaling in its headers
-COLUMNS = {
+IMAGE_COLUMNS = {
     'SAD': 'sum over unknown pixels of |pred - gt|, alpha in [0, 1], / 1000 (DIM hleval.m)',
     'MSE': 'mean over unknown pixels of (pred - gt)^2, no factor (DIM hleval.m)',
     'Grad': 'sum over unknown pixels of (|grad pred| - |grad gt|)^2 / 1000; 9x9 Gaussian-derivative filter, '
@@ -59,54 +80,111 @@ COLUMNS = {
     'old_MSE_x2e3': '2000 x sum over unknown pixels of (pred - gt)^2 / (unknown pixels + 1): the earlier '
                     'reproduction\'s MSE (its README: 9.49; target 9.57)',
 }
-TABLE = [('SAD', 'sum/1e3', 3), ('MSE', 'mean', 6), ('Grad', 'sum/1e3', 3), ('Conn', 'sum/1e3', 3),
-         ('FG_MSE', 'mean x1e3', 3), ('old_SAD_x2', 'old repro x2', 3), ('old_MSE_x2e3', 'old repro x2e3', 3)]
-FIELDS = ['name', 'height', 'width', 'unknown_pixels'] + list(COLUMNS)
+IMAGE_TABLE = [('SAD', 'sum/1e3', 3), ('MSE', 'mean', 6), ('Grad', 'sum/1e3', 3), ('Conn', 'sum/1e3', 3),
+               ('FG_MSE', 'mean x1e3', 3), ('old_SAD_x2', 'old repro x2', 3), ('old_MSE_x2e3', 'old repro x2e3', 3)]
+IMAGE_FIELDS = ['name', 'height', 'width', 'unknown_pixels'] + list(IMAGE_COLUMNS)
+
+
+
+def columns_help():
+    """The --help epilog: every number of both protocols with its scaling."""
+    item = lambda name, text: textwrap.fill(f'{name}: {text}', 116, initial_indent='  ', subsequent_indent='      ')
+    return '\n'.join(['columns of the image protocol (metrics.csv; the summary averages over images):']
+                     + [item(*kv) for kv in IMAGE_COLUMNS.items()]
+                     + ['columns of the video protocol (frames.csv per frame, clips.csv per clip; the summary '
+                        'averages over the clips at each', 'frame position, then over the positions, as the '
+                        'official evaluator):']
+                     + [item(*kv) for kv in VIDEO_COLUMNS.items()])
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, epilog=columns_help(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data-dir', default=None,
-                   help='test set: fgr/ pha/ [trimap/] or RGBA images (default: photomatte85 of configs/datasets.json, '
-                        'data/PhotoMatte85)')
+                   help='test set. Image protocol: fgr/ pha/ [trimap/] or RGBA images (default: photomatte85 of '
+                        'configs/datasets.json, data/PhotoMatte85); video protocol (required): the composited '
+                        'clips <clip>/{com,fgr,pha,bgr}/')
+    p.add_argument('--protocol', choices=['auto', 'image', 'video'], default='auto',
+                   help='image: BGMv2 composites + DIM metrics; video: RVM clips + video metrics; auto (default): '
+                        'video for --model-type rvm or a --data-dir with <clip>/com/ folders, else image')
     p.add_argument('--bgr-dir', default=None,
-                   help='backgrounds to composite onto (default: the validation split of "backgrounds" in '
-                        'configs/datasets.json, data/Backgrounds/valid)')
-    p.add_argument('--pred-dir', default=None, help='score the mattes in this folder instead of running a model')
+                   help='image protocol: backgrounds to composite onto (default: the validation split of '
+                        '"backgrounds" in configs/datasets.json, data/Backgrounds/valid)')
+    p.add_argument('--pred-dir', default=None, help='score the predictions in this folder instead of running a model')
     p.add_argument('--output-dir', default=os.path.join(ROOT, 'output', 'eval'),
                    help='results folder (default output/eval)')
-    p.add_argument('--seed', type=int, default=0, help='seed of the evaluation composites (default 0)')
+    p.add_argument('--seed', type=int, default=0, help='image protocol: seed of the evaluation composites (default 0)')
     p.add_argument('--trimap-radius', type=int, default=10,
-                   help='unknown band of derived trimaps: L1 distance in pixels (default 10)')
+                   help='image protocol: unknown band of derived trimaps: L1 distance in pixels (default 10)')
     p.add_argument('--resolution', type=int, default=None,
-                   help='resize every test image so that its longer side has this many pixels before compositing '
-                        'and scoring (default: native size; SAD, Grad and Conn are sums and scale with the size)')
+                   help='image protocol: resize every test image so that its longer side has this many pixels '
+                        'before compositing and scoring (default: native size; SAD, Grad and Conn are sums and '
+                        'scale with the size)')
+    p.add_argument('--hr', action='store_true',
+                   help='video protocol: the high-resolution evaluator\'s definitions (evaluate_hr.py: Grad without '
+                        'min-max stretch, no Conn), as the paper reports 1920x1080')
+    p.add_argument('--downsample-ratio', type=float, default=None,
+                   help='video protocol, rvm: scale of the recurrent network, in (0, 1]; default min(512 / max(H, W), '
+                        '1), the official automatic rule (the paper uses 0.25 at 1920x1080)')
+    p.add_argument('--seq-chunk', type=int, default=1, help='video protocol: frames per model call (default 1)')
     p.add_argument('--save-pred', action='store_true', help='also write the predicted mattes and foregrounds')
     add_model_args(p)
-    p.set_defaults(precision='fp32')      # predict's model runner reads it; evaluation runs in float32
+    p.set_defaults(precision='fp32')      # the model runner reads it; evaluation runs in float32
     args = p.parse_args(argv)
-    if args.model_type not in ('mattingbase', 'mattingrefine') and not args.pred_dir:
-        p.error(f'--model-type {args.model_type}: eval.py evaluates the background-matting models '
-                f'(mattingbase, mattingrefine); score other predictions with --pred-dir')
     if args.resolution is not None and args.resolution < 4:
         p.error('--resolution must be at least 4')
     if args.trimap_radius < 1:
         p.error('--trimap-radius must be at least 1')
+    if args.downsample_ratio is not None and not 0 < args.downsample_ratio <= 1:
+        p.error('--downsample-ratio must be in (0, 1]')
+    if args.seq_chunk < 1:
+        p.error('--seq-chunk must be at least 1')
     return args
 
 
-def settings_of(args, data_dir, bgr_dir):
-    """What the numbers depend on; a rerun into the same --output-dir must match it to resume."""
-    common = {'data_dir': data_dir, 'trimap_radius': args.trimap_radius, 'resolution': args.resolution}
-    if args.pred_dir:
-        return {'mode': 'pred', 'pred_dir': os.path.abspath(args.pred_dir), **common}
+def choose_protocol(args):
+    """'image' or 'video' (the --protocol rule), with clear errors for options of the other one."""
+    protocol = args.protocol
+    if protocol == 'auto':
+        rvm_model = args.model_type == 'rvm' and not args.pred_dir
+        protocol = 'video' if rvm_model or (args.data_dir and is_composited_layout(args.data_dir)) else 'image'
+    if protocol == 'image':
+        if args.model_type == 'rvm' and not args.pred_dir:
+            raise ValueError("--model-type rvm is evaluated with the video protocol on composited clips "
+                             "(--data-dir <clip>/{com,fgr,pha,bgr}/)")
+        wrong = [flag for flag, value in [('--hr', args.hr), ('--downsample-ratio', args.downsample_ratio)] if value]
+    else:
+        if not args.data_dir:
+            raise ValueError("the video protocol needs --data-dir: the composited test set "
+                             "(<clip>/{com,fgr,pha,bgr}/, e.g. videomatte_512x288)")
+        wrong = [flag for flag, value in [('--bgr-dir', args.bgr_dir), ('--resolution', args.resolution)] if value]
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)}: not an option of the {protocol} protocol")
+    return protocol
+
+
+def model_settings(args):
     options = model_options(args)           # first: it also fills in the default backbone
     checkpoint = os.path.abspath(checkpoint_path(args))
-    return {'mode': 'model', 'bgr_dir': bgr_dir, 'seed': args.seed, 'checkpoint': checkpoint,
-            'checkpoint_mtime_ns': os.stat(checkpoint).st_mtime_ns, **options, **common}
+    return {'mode': 'model', 'checkpoint': checkpoint, 'checkpoint_mtime_ns': os.stat(checkpoint).st_mtime_ns,
+            **options}
 
 
-# ---------------------------------------------------------------- ground truth
+def settings_of(args, protocol, data_dir, bgr_dir):
+    """What the numbers depend on; a rerun into the same --output-dir must match it to resume."""
+    common = {'protocol': protocol, 'data_dir': data_dir}
+    if protocol == 'image':
+        common.update(trimap_radius=args.trimap_radius, resolution=args.resolution)
+    else:
+        common.update(hr=args.hr)
+    if args.pred_dir:
+        return {'mode': 'pred', 'pred_dir': os.path.abspath(args.pred_dir), **common}
+    if protocol == 'image':
+        return {**model_settings(args), 'bgr_dir': bgr_dir, 'seed': args.seed, **common}
+    return {**model_settings(args), 'downsample_ratio': args.downsample_ratio, 'seq_chunk': args.seq_chunk, **common}
+
+
+# ---------------------------------------------------------------- image protocol: ground truth
 
 def pair_name(root, fgr_path):
     """Relative path without extension, without the foreground folder: fgr/0001.png -> 0001."""
@@ -144,7 +222,7 @@ def ground_truth(args, pair):
     return fgr, alpha, (derive_trimap(alpha, args.trimap_radius) if trimap is None else trimap), trimap is None
 
 
-# ---------------------------------------------------------------- predictions
+# ---------------------------------------------------------------- image protocol: predictions
 
 class ModelPredictor:
     """Composites test image i over its background and runs the model on it."""
@@ -187,9 +265,9 @@ class FolderPredictor:
         return read_alpha_u8(self.pha[name]), fgr_pred
 
 
-# ---------------------------------------------------------------- scoring and results
+# ---------------------------------------------------------------- image protocol: scoring
 
-def score(name, pred, alpha, trimap, fgr_pred, fgr):
+def score_image(name, pred, alpha, trimap, fgr_pred, fgr):
     """One CSV row."""
     unknown = int(np.count_nonzero(trimap == 128))
     row = {'name': name, 'height': alpha.shape[0], 'width': alpha.shape[1], 'unknown_pixels': unknown,
@@ -200,62 +278,13 @@ def score(name, pred, alpha, trimap, fgr_pred, fgr):
     return row
 
 
-def read_rows(path):
-    """Rows already scored (numbers as floats, '' for absent values)."""
-    if not os.path.isfile(path):
-        return {}
-    with open(path, newline='') as f:
-        rows = list(csv.DictReader(f))
-    if rows and set(rows[0]) != set(FIELDS):
-        raise ValueError(f"{path}: not a metrics file of this version of eval.py (columns {sorted(rows[0])})")
-    parse = {'name': str, 'height': int, 'width': int, 'unknown_pixels': int}
-    return {r['name']: {k: v if v == '' else parse.get(k, float)(v) for k, v in r.items()} for r in rows}
-
-
-def write_rows(path, rows):
-    """All rows, sorted by name, replacing the file atomically."""
-    with atomic_path(path) as tmp, open(tmp, 'w', newline='') as f:
-        writer = csv.DictWriter(f, FIELDS, lineterminator='\n')
-        writer.writeheader()
-        writer.writerows(rows[name] for name in sorted(rows))
-
-
-def write_json(path, obj):
-    with atomic_path(path) as tmp, open(tmp, 'w') as f:
-        json.dump(obj, f, indent=1, allow_nan=True)
-        f.write('\n')
-
-
-def check_settings(output_dir, settings):
-    path = os.path.join(output_dir, 'settings.json')
-    if os.path.isfile(path):
-        with open(path) as f:
-            old = json.load(f)
-        changed = sorted(k for k in settings.keys() | old.keys() if settings.get(k) != old.get(k))
-        if changed:
-            raise ValueError(f"{output_dir} holds results of other settings ({', '.join(changed)} differ); "
-                             f"use another --output-dir or delete it")
-    write_json(path, settings)
-
-
-def means(rows):
+def image_means(rows):
     """Plain mean over images (as hleval.m) of each column; NaN/absent values are left out and counted."""
     out = {}
-    for column in COLUMNS:
-        values = [rows[n][column] for n in sorted(rows) if rows[n][column] != '' and not math.isnan(rows[n][column])]
-        out[column] = {'mean': sum(values) / len(values) if values else None, 'images': len(values)}
+    for column in IMAGE_COLUMNS:
+        values = [v for v in (r[column] for r in rows) if present(v)]
+        out[column] = {'mean': mean(values), 'images': len(values)}
     return out
-
-
-def table(summary):
-    """The console table: one header line of names, one of scalings, one of means."""
-    cells = [(name, scale, '-' if summary['mean'][name]['mean'] is None else f"{summary['mean'][name]['mean']:.{d}f}")
-             for name, scale, d in TABLE]
-    widths = [max(len(c) for c in cell) + 2 for cell in cells]
-    lines = [''.join(c[i].rjust(w) for c, w in zip(cells, widths)) for i in range(3)]
-    head = (f"{summary['scored']} of {summary['images']} images scored ({summary['failed']} failed); DIM metrics "
-            f"over the trimap's unknown region; 'old repro': the scale of the earlier Paddle reproduction")
-    return '\n'.join([head] + [label.ljust(6) + line for label, line in zip(['', 'scale', 'mean'], lines)])
 
 
 def configured_dir(name, option):
@@ -267,48 +296,43 @@ def configured_dir(name, option):
                          f"--data-dir dataset/demo/valid --bgr-dir dataset/demo/backgrounds/valid") from None
 
 
-def resolve_dirs(args):
-    data_dir = args.data_dir or configured_dir('photomatte85', '--data-dir')
-    bgr_dir = None if args.pred_dir else (args.bgr_dir or configured_dir('backgrounds', '--bgr-dir'))
-    return os.path.abspath(data_dir), bgr_dir and os.path.abspath(bgr_dir)
-
-
-def evaluate(args):
-    data_dir, bgr_dir = resolve_dirs(args)
+def evaluate_images(args):
+    data_dir = os.path.abspath(args.data_dir or configured_dir('photomatte85', '--data-dir'))
+    bgr_dir = None if args.pred_dir else os.path.abspath(args.bgr_dir or configured_dir('backgrounds', '--bgr-dir'))
     pairs = find_pairs(data_dir)
-    settings = settings_of(args, data_dir, bgr_dir)
-    os.makedirs(args.output_dir, exist_ok=True)
-    check_settings(args.output_dir, settings)
+    settings = start_output(args.output_dir, settings_of(args, 'image', data_dir, bgr_dir))
     csv_path = os.path.join(args.output_dir, 'metrics.csv')
-    rows = read_rows(csv_path)
+    rows = {r['name']: r for r in read_rows(csv_path, IMAGE_FIELDS)}
     todo = [(i, pair, pair_name(data_dir, pair[0])) for i, pair in enumerate(pairs)]
     todo = [t for t in todo if t[2] not in rows]
     if todo:        # a finished run only reprints its results: no model needed
         predict = FolderPredictor(args.pred_dir) if args.pred_dir else ModelPredictor(args, bgr_dir)
     failed = []
-    with tqdm(total=len(pairs), initial=len(pairs) - len(todo), unit='image', desc='eval', dynamic_ncols=True) as bar:
+    with progress(len(pairs), len(pairs) - len(todo), 'image') as bar:
         for index, pair, name in todo:
             try:
                 fgr, alpha, trimap, derived = ground_truth(args, pair)
                 pred, fgr_pred = predict(index, name, fgr, alpha)
-                rows[name] = score(name, pred, alpha, trimap, fgr_pred, fgr)
+                rows[name] = score_image(name, pred, alpha, trimap, fgr_pred, fgr)
             except ValueError as e:         # unreadable/missing file or mismatched sizes: count, go on
-                failed.append({'name': name, 'error': str(e)})
-                tqdm.write(f"failed: {name}: {e}", file=sys.stderr)
+                failed.append(report_failure('name', name, e))
             else:
-                save_outputs(args, name, trimap if derived else None, pred, fgr_pred)
-                write_rows(csv_path, rows)  # after every image, so an interrupted run resumes here
+                save_image_outputs(args, name, trimap if derived else None, pred, fgr_pred)
+                write_rows(csv_path, IMAGE_FIELDS, [rows[n] for n in sorted(rows)])  # an interrupted run resumes here
             bar.update()
-    summary = {'images': len(pairs), 'scored': len(rows), 'failed': len(failed), 'failures': failed,
-               'mean': means(rows), 'columns': COLUMNS, 'settings': settings,
+    ordered = [rows[n] for n in sorted(rows)]
+    write_rows(csv_path, IMAGE_FIELDS, ordered)
+    summary = {'protocol': 'image', 'images': len(pairs), 'scored': len(rows), 'failed': len(failed),
+               'failures': failed, 'mean': image_means(ordered), 'columns': IMAGE_COLUMNS, 'settings': settings,
                'trimap': 'from the test set' if pairs[0][2] else f'derived from the 8-bit ground-truth alpha, '
                                                                  f'L1 radius {args.trimap_radius} (saved in trimap/)'}
-    write_rows(csv_path, rows)
     write_json(os.path.join(args.output_dir, 'summary.json'), summary)
-    return summary
+    head = (f"{summary['scored']} of {summary['images']} images scored ({summary['failed']} failed); DIM metrics "
+            f"over the trimap's unknown region; 'old repro': the scale of the earlier Paddle reproduction")
+    return summary, table(head, IMAGE_TABLE, summary['mean']), ['metrics.csv', 'summary.json']
 
 
-def save_outputs(args, name, trimap, pred, fgr_pred):
+def save_image_outputs(args, name, trimap, pred, fgr_pred):
     if trimap is not None:
         write_image(os.path.join(args.output_dir, 'trimap', name + '.png'), trimap)
     if args.save_pred and not args.pred_dir:
@@ -316,15 +340,23 @@ def save_outputs(args, name, trimap, pred, fgr_pred):
         write_image(os.path.join(args.output_dir, 'pred', 'fgr', name + '.png'), fgr_pred)
 
 
+def evaluate(args):
+    """-> (summary, console table, result file names) of the protocol the options choose."""
+    protocol = choose_protocol(args)
+    if protocol == 'image':
+        return evaluate_images(args)
+    data_dir = os.path.abspath(args.data_dir)
+    return evaluate_clips(args, data_dir, settings_of(args, 'video', data_dir, None))
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
-        summary = evaluate(args)
+        summary, text, files = evaluate(args)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    print(table(summary))
-    print(f"per image: {os.path.join(args.output_dir, 'metrics.csv')}; summary: "
-          f"{os.path.join(args.output_dir, 'summary.json')}")
+    print(text)
+    print('results: ' + ', '.join(os.path.join(args.output_dir, f) for f in files))
     return 1 if summary['failed'] else 0
 
 

@@ -61,7 +61,7 @@ def rows(out):
 
 
 def table(capsys):
-    return capsys.readouterr().out.split('per image:')[0]          # the table, without the output paths
+    return capsys.readouterr().out.split('results:')[0]          # the table, without the output paths
 
 
 def test_model_mode_is_deterministic_resumable_and_matches_pred_mode(data, tmp_path, capsys):

@@ -1,0 +1,81 @@
+"""Result files of eval.py shared by its two protocols: CSV rows (rewritten atomically, read back to resume),
+the JSON summary, the settings a results folder belongs to, the console table and the progress bar."""
+import csv
+import json
+import math
+import os
+import sys
+
+from tqdm import tqdm
+
+from utils.io import atomic_path
+
+INTEGER_FIELDS = ('height', 'width', 'unknown_pixels', 'index', 'frames')
+TEXT_FIELDS = ('name', 'clip', 'frame')
+
+
+def present(value):
+    return value != '' and not math.isnan(value)
+
+
+def mean(values):
+    return sum(values) / len(values) if values else None
+
+
+def progress(total, initial, unit):
+    return tqdm(total=total, initial=initial, unit=unit, desc='eval', dynamic_ncols=True)
+
+
+def report_failure(key, name, error):
+    tqdm.write(f"failed: {name}: {error}", file=sys.stderr)
+    return {key: name, 'error': str(error)}
+
+
+def read_rows(path, fields):
+    """Rows already scored, in file order (numbers parsed, '' for absent values)."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline='') as f:
+        rows = list(csv.DictReader(f))
+    if rows and list(rows[0]) != fields:
+        raise ValueError(f"{path}: not a results file of this version of eval.py (columns {list(rows[0])})")
+    parse = lambda k, v: v if v == '' or k in TEXT_FIELDS else (int if k in INTEGER_FIELDS else float)(v)
+    return [{k: parse(k, v) for k, v in r.items()} for r in rows]
+
+
+def write_rows(path, fields, rows):
+    """Replace the CSV file atomically."""
+    with atomic_path(path) as tmp, open(tmp, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fields, lineterminator='\n')
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_json(path, obj):
+    with atomic_path(path) as tmp, open(tmp, 'w') as f:
+        json.dump(obj, f, indent=1, allow_nan=True)
+        f.write('\n')
+
+
+def start_output(output_dir, settings):
+    """Create the results folder; refuse one that holds results of other settings. Returns the settings."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, 'settings.json')
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = json.load(f)
+        changed = sorted(k for k in settings.keys() | old.keys() if settings.get(k) != old.get(k))
+        if changed:
+            raise ValueError(f"{output_dir} holds results of other settings ({', '.join(changed)} differ); "
+                             f"use another --output-dir or delete it")
+    write_json(path, settings)
+    return settings
+
+
+def table(head, spec, means):
+    """The console table: a header line, then one line of names, one of scalings, one of means."""
+    cells = [(name, scale, '-' if means[name]['mean'] is None else f"{means[name]['mean']:.{digits}f}")
+             for name, scale, digits in spec]
+    widths = [max(len(c) for c in cell) + 2 for cell in cells]
+    lines = [''.join(c[i].rjust(w) for c, w in zip(cells, widths)) for i in range(3)]
+    return '\n'.join([head] + [label.ljust(6) + line for label, line in zip(['', 'scale', 'mean'], lines)])
