@@ -33,11 +33,13 @@ the clip's bgr/ frames as plates (BGMv2), at --downsample-ratio (default min(512
 official automatic rule: 1 for 512x288; the paper's HD numbers use 0.25); the predicted alpha and
 foreground are quantised to 8 bits by rounding (the official PNG writer truncates). Prediction mode reads
 `<pred-dir>/<clip>/pha/<frame>.*` and, if the folder exists, `<pred-dir>/<clip>/fgr/<frame>.*` for every
-ground-truth frame. Every frame is scored in order; dtSSD is 0 for a clip's first frame, as the evaluator
-writes it. Averaging as the official spreadsheet: each metric is averaged over the clips at each frame
-position, then over the positions (the grand mean over frames when clips are equally long, leading dtSSD
-zeros included); NaN values (FG of a frame without foreground) are left out. --hr: the definitions of
-evaluate_hr.py (Grad without the min-max stretch, no Conn), for the 1920x1080 set.
+ground-truth frame, paired by clip path and frame name without extension (the layout --save-pred writes);
+a clip with a missing or unreadable file is not scored. Every frame is scored in name order; dtSSD is 0
+for a clip's first frame, as the evaluator writes it. Averaging as the official spreadsheet: each metric is
+averaged over the clips at each frame position, then over the positions (the grand mean over frames when
+clips are equally long, leading dtSSD zeros included); NaN values (FG of a frame without foreground) are
+left out. --hr: the definitions of evaluate_hr.py (Grad without the min-max stretch, no Conn), which the
+paper reports for 1920x1080.
 Output (<output-dir>): per-frame `frames.csv`, per-clip means `clips.csv`, `summary.json`, and with
 --save-pred `pred/<clip>/pha/` + `pred/<clip>/fgr/` (which --pred-dir accepts).
 

@@ -1,6 +1,7 @@
 """eval.py's video protocol on a tiny composited clip layout (2 clips x 3 frames, 64x64, as the official
 generators write it): RVM model mode with random weights, prediction mode against direct metric calls averaged
-the official way, the --hr definitions, determinism, resume, bad files and the protocol choice."""
+the official way and against the official evaluator's golden clip, the --hr definitions, determinism, resume,
+bad files and the protocol choice."""
 import csv
 import json
 import os
@@ -235,3 +236,25 @@ def test_protocol_choice_and_misplaced_options(data, tmp_path):
     assert evaluation.choose_protocol(args) == 'video'                    # found the com/ folders
     args = evaluation.parse_args(['--data-dir', str(data / 'test' / CLIPS[0] / 'pha'), '--pred-dir', str(tmp_path)])
     assert evaluation.choose_protocol(args) == 'image'
+
+
+@pytest.mark.parametrize('hr', [False, True])
+def test_golden_clip_gives_the_official_evaluator_numbers(tmp_path, capsys, hr):
+    """The 5-frame golden sequence of the official metric classes, written as a clip: eval.py's per-frame
+    values and clip average are those of evaluate_lr.py / evaluate_hr.py (shared/golden/metrics)."""
+    golden = np.load(os.path.join(os.path.dirname(__file__), 'data', 'metrics', 'rvm_metrics.npz'))
+    with open(os.path.join(os.path.dirname(__file__), 'data', 'metrics', 'rvm_metrics.json')) as f:
+        want = json.load(f)
+    for t, (pred, true) in enumerate(zip(golden['seq_pred'], golden['seq_true'])):
+        write_image(str(tmp_path / 'truth' / 'clip' / 'pha' / f'{t:04d}.png'), true)
+        write_image(str(tmp_path / 'pred' / 'clip' / 'pha' / f'{t:04d}.png'), pred)
+    argv = ['--protocol', 'video', '--data-dir', str(tmp_path / 'truth'), '--pred-dir', str(tmp_path / 'pred'),
+            '--output-dir', str(tmp_path / 'out')] + (['--hr'] if hr else [])
+    assert evaluation.main(argv) == 0
+    capsys.readouterr()
+    prefix = 'seq_hr_' if hr else 'seq_lr_'
+    means, rows = summary_means(tmp_path / 'out'), frame_rows(tmp_path / 'out')
+    for m in ['MAD', 'MSE', 'Grad', 'dtSSD'] + ([] if hr else ['Conn']):
+        key = prefix + m.lower()
+        np.testing.assert_allclose([float(r[m]) for r in rows], want[key], rtol=1e-5, atol=1e-6)
+        assert means[m] == pytest.approx(want['seq_clip_average'][key], rel=1e-5)
