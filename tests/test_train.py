@@ -39,7 +39,8 @@ def state_dict(path):
 
 def test_loss_falls_and_validation_improves(data, tmp_path):
     argv = base_args(data, tmp_path, '--model-type', 'mattingbase', '--batch-size', '4', '--max-steps', '30',
-                     '--name', 'learn', '--log-interval', '1', '--valid-interval', '1000', '--checkpoint-interval', '1000')
+                     '--name', 'learn', '--log-interval', '1', '--valid-interval', '1000', '--checkpoint-interval', '1000',
+                     '--image-interval', '30')
     args = train.parse_args(argv)
     loader, _, valid = train.make_loaders(args, load_roots(args.dataset_config, args.dataset_root))
     batch = next(iter(loader))
@@ -62,7 +63,10 @@ def test_loss_falls_and_validation_improves(data, tmp_path):
     log = (tmp_path / 'log' / 'learn' / 'train.log').read_text()
     assert log.count(' loss ') == 30 and 'valid step 30: SAD' in log
     assert (tmp_path / 'log' / 'learn' / 'valid.csv').read_text().startswith('step,epoch,SAD,MSE')
-    assert any(f.startswith('vdlrecords') for f in os.listdir(tmp_path / 'log' / 'learn'))
+    from visualdl import LogReader
+    records, = (tmp_path / 'log' / 'learn').glob('vdlrecords*')
+    tags = LogReader(file_path=str(records)).get_tags()
+    assert 'Train/images' in tags['image'] and {'Train/loss', 'Train/sobel', 'Evaluate/SAD'} <= set(tags['scalar'])
 
 
 def test_killed_run_resumes_to_the_uninterrupted_state(data, tmp_path):
