@@ -287,6 +287,8 @@ def run_clip(args, matting, source, bgr_path, stem, bar):
         writers = {t: VideoWriter(os.path.join(out_dir, t + '.mp4'), reader.fps, reader.width, reader.height)
                    for t in types}
     chunk_size = args.seq_chunk if args.model_type == 'rvm' else args.batch_size
+    # PNG frames of an image sequence keep their input names (eval.py --pred-dir pairs by name)
+    names = [os.path.splitext(os.path.basename(p))[0] for p in source] if isinstance(source, list) else None
     matting.reset()
     try:
         frames, index = iter(reader), 0
@@ -310,7 +312,8 @@ def run_clip(args, matting, source, bgr_path, stem, bar):
                     if writers:
                         writers[t].write(image)
                     else:
-                        write_image(os.path.join(out_dir, t, f'{index:05d}.png'), image)
+                        name = names[index] if names else f'{index:05d}'
+                        write_image(os.path.join(out_dir, t, name + '.png'), image)
                 index += 1
             bar.update(len(chunk))
         for w in writers.values():

@@ -225,13 +225,13 @@ def test_rvm_video_and_sequence_carry_the_state_across_chunks(tmp_path, rvm_chec
     assert predict.main(['--src', str(tmp_path / 'seq'), '--output-dir', str(tmp_path / 'one'), *common]) == 0
     assert predict.main(['--src', str(tmp_path / 'seq'), '--output-dir', str(tmp_path / 'two'), '--seq-chunk', '3',
                          *common]) == 0
-    one = [read_alpha(str(tmp_path / 'one' / 'seq' / 'pha' / f'{i:05d}.png')) for i in range(4)]
-    two = [read_alpha(str(tmp_path / 'two' / 'seq' / 'pha' / f'{i:05d}.png')) for i in range(4)]
+    one = [read_alpha(str(tmp_path / 'one' / 'seq' / 'pha' / f'f{i:03d}.png')) for i in range(4)]
+    two = [read_alpha(str(tmp_path / 'two' / 'seq' / 'pha' / f'f{i:03d}.png')) for i in range(4)]
     assert np.abs(np.stack(one) - np.stack(two)).max() <= 1 / 255 + 1e-6
     # the state matters: a frame matted alone differs from the same frame in its sequence
     write_image(str(tmp_path / 'last' / 'f003.png'), frames[3])
     assert predict.main(['--src', str(tmp_path / 'last'), '--output-dir', str(tmp_path / 'alone'), *common]) == 0
-    alone = read_alpha(str(tmp_path / 'alone' / 'last' / 'pha' / '00000.png'))
+    alone = read_alpha(str(tmp_path / 'alone' / 'last' / 'pha' / 'f003.png'))
     assert np.abs(alone - one[3]).max() > 2 / 255
     out = tmp_path / 'video'
     assert predict.main(['--src', str(tmp_path / 'clip.mp4'), '--output-dir', str(out), *common[:-2]]) == 0
