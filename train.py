@@ -372,18 +372,17 @@ def main(argv=None):
     train_mode(model, freeze_pool_bn)
     if state['batch'] >= len(sampler):
         state.update(epoch=state['epoch'] + 1, batch=0)
-    done = False
+    done = args.max_steps is not None and state['step'] >= args.max_steps
     while state['epoch'] < args.epochs and not done:
         sampler.set_position(state['epoch'], state['batch'])
-        bar = tqdm(train_loader, total=len(sampler), initial=state['batch'], disable=rank != 0 or not sys.stderr.isatty(),
-                   desc=f"epoch {state['epoch']}", mininterval=1)
+        bar = tqdm(train_loader, total=len(sampler), initial=state['batch'], desc=f"epoch {state['epoch']}",
+                   disable=rank != 0 or not sys.stderr.isatty(), mininterval=1)
         tick = time.time()
         for batch in bar:
             loss, terms = train_step(net, optimizer, scaler, batch, args, weights, state['step'])
             if not np.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss} at step {state['step']}: lower the learning rates")
-            seconds = time.time() - tick
-            tick = time.time()
+            seconds = time.time() - tick          # loading + step, without the logging below
             state['step'] += 1
             state['batch'] += 1
             state['seconds'] += seconds
@@ -406,6 +405,7 @@ def main(argv=None):
                 checkpoint()
             if done:
                 break
+            tick = time.time()
         bar.close()
         if not done:
             checkpoint()
