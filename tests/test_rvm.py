@@ -28,7 +28,7 @@ def keys_file(variant):
 
 @pytest.fixture(scope='module')
 def seeded():
-    """variant -> seeded weights in Paddle naming (built once: resnet50 takes a while)."""
+    """variant -> seeded weights, torch names (built once: resnet50 takes a while)."""
     cache = {}
 
     def get(variant):
