@@ -42,7 +42,8 @@ class ASPP(nn.Layer):
     def forward(self, x):
         branches = [conv(x) for conv in self.convs[:-1]]
         pooled = self.convs[-1](x)                         # B x 256 x 1 x 1
-        branches.append(pooled.expand_as(branches[0]))     # = bilinear resize of a 1x1 map
+        # = bilinear resize of a 1x1 map; Tensor.expand_as has no legacy static-graph kernel in Paddle 3.3
+        branches.append(paddle.expand(pooled, paddle.shape(branches[0])))
         return self.project(paddle.concat(branches, axis=1))
 
 
@@ -167,9 +168,11 @@ class Refiner(nn.Layer):
         ref = self.select_refinement_regions(resize(err, [H // 4, W // 4]))
         idx = paddle.nonzero(ref[:, 0])                                # P x 3 rows of (b, y, x)
         out = resize(paddle.concat([pha, fgr], axis=1), [H, W])
-        if idx.shape[0] != 0:
-            patches = self.refine_patches(src_bgr, coarse, idx)        # P x 4 x 4 x 4
-            out = replace_patch(out, patches, idx)
+        # one extra patch, dropped by the gather: no op sees an empty batch when nothing is selected
+        # (exported graphs and oneDNN fail on empty tensors; a branch on P would not export)
+        patches = self.refine_patches(src_bgr, coarse, paddle.concat([idx, paddle.zeros([1, 3], idx.dtype)]))
+        patches = paddle.gather(patches, paddle.arange(idx.shape[0]))      # P x 4 x 4 x 4
+        out = replace_patch(out, patches, idx)
         return out[:, :1], out[:, 1:], ref
 
     def select_refinement_regions(self, err):
@@ -178,12 +181,15 @@ class Refiner(nn.Layer):
             return (err > self.threshold).astype(err.dtype)
         b, _, h, w = err.shape
         flat = err.reshape([b, -1])
-        # the official code fails when k exceeds the map (small images); take every patch then
-        k = min(self.sample_pixels // 16, h * w)
+        k = self.sample_pixels // 16
         ref = paddle.zeros_like(flat)
         if k > 0:
-            idx = paddle.topk(flat, k, axis=1, sorted=False)[1]
-            ref = paddle.put_along_axis(ref, idx, paddle.ones_like(idx, dtype=flat.dtype), axis=1)
+            # the official code fails when k exceeds the map (small images). k values of -1 appended:
+            # picked only once every patch is, then cut off. No shape-dependent branch, so it exports.
+            padded = paddle.concat([flat, paddle.full([b, k], -1., flat.dtype)], axis=1)
+            idx = paddle.topk(padded, k, axis=1, sorted=False)[1]
+            ref = paddle.put_along_axis(paddle.zeros_like(padded), idx, paddle.ones_like(idx, dtype=flat.dtype),
+                                        axis=1)[:, :-k]
         if self.prevent_oversampling:
             ref = ref * (flat > 0).astype(flat.dtype)
         return ref.reshape([b, 1, h, w])
@@ -240,14 +246,15 @@ def crop_patch(x, idx, size, padding):
 def replace_patch(x, patches, idx):
     """Overwrite the 4x4 blocks of x (B x C x H x W) at each (b, y, x) of idx with patches (P x C x 4 x 4).
 
-    A functional scatter on a contiguous (block, C*16) layout: index assignment into a transposed
-    view writes the wrong elements in Paddle's dygraph.
+    A functional scatter on a contiguous (block, C, 4, 4) layout: index assignment into a transposed
+    view writes the wrong elements in Paddle's dygraph. The patches are not reshaped: P may be 0, and
+    oneDNN cannot reshape an empty tensor.
     """
     B, C, H, W = x.shape
     blocks = x.reshape([B, C, H // 4, 4, W // 4, 4]).transpose([0, 2, 4, 1, 3, 5])
-    blocks = blocks.reshape([-1, C * 16])
+    blocks = blocks.reshape([-1, C, 4, 4])
     rows = idx[:, 0] * (H // 4 * (W // 4)) + idx[:, 1] * (W // 4) + idx[:, 2]
-    blocks = paddle.scatter(blocks, rows, patches.reshape([-1, C * 16]), overwrite=True)
+    blocks = paddle.scatter(blocks, rows, patches, overwrite=True)
     blocks = blocks.reshape([B, H // 4, W // 4, C, 4, 4]).transpose([0, 3, 1, 4, 2, 5])
     return blocks.reshape([B, C, H, W])
 
@@ -273,10 +280,11 @@ class MattingRefine(MattingBase):
         H, W = src.shape[2], src.shape[3]
         # floor(H * s) as torch's recompute_scale_factor=True computes it
         size = [math.floor(H * self.backbone_scale), math.floor(W * self.backbone_scale)] \
-            if isinstance(H, int) else [paddle.floor(H * self.backbone_scale).astype('int32'),
-                                        paddle.floor(W * self.backbone_scale).astype('int32')]
+            if isinstance(H, int) else [(H * self.backbone_scale).astype('int32'),   # truncation = floor
+                                        (W * self.backbone_scale).astype('int32')]
         src_sm, bgr_sm = resize(src, size), resize(bgr, size)
-        x = Base.forward(self, paddle.concat([src_sm, bgr_sm], axis=1))
+        # Base.forward; an unbound call would escape static-graph conversion
+        x = super(MattingBase, self).forward(paddle.concat([src_sm, bgr_sm], axis=1))
         pha_sm = paddle.clip(x[:, 0:1], 0., 1.)
         fgr_sm = x[:, 1:4]                                   # residual, unclamped for the refiner
         err_sm = paddle.clip(x[:, 4:5], 0., 1.)
