@@ -161,17 +161,16 @@ class Refiner(nn.Layer):
         B x 1 x H/4 x W/4 map of refined patches.
         """
         H, W = src.shape[2], src.shape[3]
-        src_bgr = paddle.concat([src, bgr], axis=1)
         coarse = paddle.concat([hid, pha, fgr], axis=1)                # B x 36 x h x w
         if self.mode == 'full':
-            return self.refine_full(src_bgr, coarse)
+            return self.refine_full(paddle.concat([src, bgr], axis=1), coarse)
         ref = self.select_refinement_regions(resize(err, [H // 4, W // 4]))
         idx = paddle.nonzero(ref[:, 0])                                # P x 3 rows of (b, y, x)
         out = resize(paddle.concat([pha, fgr], axis=1), [H, W])
-        # one extra patch, dropped by the gather: no op sees an empty batch when nothing is selected
-        # (exported graphs and oneDNN fail on empty tensors; a branch on P would not export)
-        patches = self.refine_patches(src_bgr, coarse, paddle.concat([idx, paddle.zeros([1, 3], idx.dtype)]))
-        patches = paddle.gather(patches, paddle.arange(idx.shape[0]))      # P x 4 x 4 x 4
+        # one dummy patch at (0, 0, 0) appended, written nowhere: no op sees an empty batch when nothing is
+        # selected (exported graphs and oneDNN fail on empty tensors; a branch on P would not export)
+        idx = paddle.concat([idx, paddle.zeros([1, 3], idx.dtype)])
+        patches = self.refine_patches(src, bgr, coarse, idx)               # P+1 x 4 x 4 x 4
         out = replace_patch(out, patches, idx)
         return out[:, :1], out[:, 1:], ref
 
@@ -194,19 +193,21 @@ class Refiner(nn.Layer):
             ref = ref * (flat > 0).astype(flat.dtype)
         return ref.reshape([b, 1, h, w])
 
-    def refine_patches(self, src_bgr, coarse, idx):
-        H, W = src_bgr.shape[2], src_bgr.shape[3]
+    def refine_patches(self, src, bgr, coarse, idx):
+        H, W = src.shape[2], src.shape[3]
         # kernel 3: 2x2 half-res cores with 3 px of context, 4x4 full-res cores with 2 px
         half_pad, full_pad = (3, 2) if self.kernel_size == 3 else (0, 0)
-        x = crop_patch(resize(coarse, [H // 2, W // 2]), idx, 2, half_pad)   # P x 36 x 8 x 8
-        y = crop_patch(resize(src_bgr, [H // 2, W // 2]), idx, 2, half_pad)  # P x 6 x 8 x 8
-        x = self.relu(self.bn1(self.conv1(paddle.concat([x, y], axis=1))))
-        x = self.relu(self.bn2(self.conv2(x)))                               # P x 16 x 4 x 4
+        half = [H // 2, W // 2]
+        # crops read channel-major planes (C x B x H x W); transposed where the map is smallest
+        x = crop_patch(resize(planes(coarse), half), idx, 2, half_pad)              # P x 36 x 8 x 8
+        y = [crop_patch(planes(resize(image, half)), idx, 2, half_pad) for image in (src, bgr)]
+        x = self.relu(self.bn1(self.conv1(paddle.concat([x] + y, axis=1))))
+        x = self.relu(self.bn2(self.conv2(x)))                                      # P x 16 x 4 x 4
         size = 8 if self.kernel_size == 3 else 4
         x = resize(x, [size, size], 'nearest')
-        y = crop_patch(src_bgr, idx, 4, full_pad)                            # P x 6 x 8 x 8
-        x = self.relu(self.bn3(self.conv3(paddle.concat([x, y], axis=1))))
-        return self.conv4(x)                                                 # P x 4 x 4 x 4
+        y = [crop_patch(planes(image), idx, 4, full_pad) for image in (src, bgr)]   # P x 3 x 8 x 8 each
+        x = self.relu(self.bn3(self.conv3(paddle.concat([x] + y, axis=1))))
+        return self.conv4(x)                                                        # P x 4 x 4 x 4
 
     def refine_full(self, src_bgr, coarse):
         B, H, W = src_bgr.shape[0], src_bgr.shape[2], src_bgr.shape[3]
@@ -224,39 +225,53 @@ class Refiner(nn.Layer):
         return x[:, :1], x[:, 1:], ref
 
 
-def crop_patch(x, idx, size, padding):
-    """Patches of `size + 2 * padding` pixels at stride `size` around each (b, y, x) of idx.
+def planes(x):
+    """B x C x H x W -> C x B x H x W: a patch gather then indexes pixels, not pixels times channels."""
+    return x.transpose([1, 0, 2, 3])
 
-    x: B x C x H x W -> P x C x K x K. A gather of flat positions: no unfold of the whole map.
+
+def window(idx, size, padding):
+    """Rows and columns (P x K each, K = size + 2 * padding) of the windows at stride `size` around each
+    (b, y, x) of idx."""
+    offsets = paddle.arange(size + 2 * padding, dtype=idx.dtype) - padding
+    return idx[:, 1:2] * size + offsets, idx[:, 2:3] * size + offsets
+
+
+def crop_patch(x, idx, size, padding):
+    """Patches of K = size + 2 * padding pixels at stride `size` around each (b, y, x) of idx, zero outside
+    the image: x C x B x H x W (channel-major, see planes) -> P x C x K x K.
+
+    One gather of pixel positions: no unfold or padded copy of the whole map. P must not be 0.
     """
-    if padding:
-        x = F.pad(x, [padding] * 4)
-    B, C, Hp, Wp = x.shape
+    C, B, H, W = x.shape
     k = size + 2 * padding
-    offsets = paddle.arange(k, dtype='int64')
-    offsets = (offsets.unsqueeze(1) * Wp + offsets.unsqueeze(0)).reshape([1, -1])     # 1 x K*K
-    start = idx[:, 0] * (Hp * Wp) + idx[:, 1] * (size * Wp) + idx[:, 2] * size         # P
-    flat = (start.unsqueeze(1) + offsets).reshape([-1])                                # P*K*K
-    # channels first: for B == 1 this transpose is free, and the gather reads C rows
-    x = x.transpose([1, 0, 2, 3]).reshape([C, -1])
-    patches = paddle.gather(x, flat, axis=1).reshape([C, -1, k, k])
-    return patches.transpose([1, 0, 2, 3])
+    ys, xs = window(idx, size, padding)
+    inside_y = (ys >= 0).astype(idx.dtype) * (ys < H).astype(idx.dtype)
+    inside_x = (xs >= 0).astype(idx.dtype) * (xs < W).astype(idx.dtype)
+    # pixels outside the image read row/column 0 and are zeroed by the mask
+    pixel = (idx[:, 0:1] * (H * W) + ys * inside_y * W).unsqueeze(2) + (xs * inside_x).unsqueeze(1)
+    patches = paddle.gather(x.reshape([C, -1]), pixel.reshape([-1]), axis=1).reshape([C, -1, k, k])
+    inside = (inside_y.unsqueeze(2) * inside_x.unsqueeze(1)).unsqueeze(1).astype(x.dtype)
+    return patches.transpose([1, 0, 2, 3]) * inside
 
 
 def replace_patch(x, patches, idx):
     """Overwrite the 4x4 blocks of x (B x C x H x W) at each (b, y, x) of idx with patches (P x C x 4 x 4).
 
-    A functional scatter on a contiguous (block, C, 4, 4) layout: index assignment into a transposed
-    view writes the wrong elements in Paddle's dygraph. The patches are not reshaped: P may be 0, and
-    oneDNN cannot reshape an empty tensor.
+    One functional scatter into the flat tensor (index assignment into a view writes the wrong elements in
+    Paddle's dygraph). The last patch is the dummy of Refiner.forward: it goes to a spare block appended to
+    the flat tensor and cut off after, so no op sees an empty tensor and the dummy touches nothing.
     """
     B, C, H, W = x.shape
-    blocks = x.reshape([B, C, H // 4, 4, W // 4, 4]).transpose([0, 2, 4, 1, 3, 5])
-    blocks = blocks.reshape([-1, C, 4, 4])
-    rows = idx[:, 0] * (H // 4 * (W // 4)) + idx[:, 1] * (W // 4) + idx[:, 2]
-    blocks = paddle.scatter(blocks, rows, patches, overwrite=True)
-    blocks = blocks.reshape([B, H // 4, W // 4, C, 4, 4]).transpose([0, 3, 1, 4, 2, 5])
-    return blocks.reshape([B, C, H, W])
+    ys, xs = window(idx, 4, 0)
+    pixel = (idx[:, 0:1] * (C * H * W) + ys * W).unsqueeze(2) + xs.unsqueeze(1)          # P x 4 x 4
+    positions = pixel.unsqueeze(1) + (paddle.arange(C, dtype=idx.dtype) * (H * W)).reshape([1, -1, 1, 1])
+    spare = B * C * H * W + paddle.arange(C * 16, dtype=idx.dtype).reshape([1, C, 4, 4])
+    dummy = (paddle.arange(idx.shape[0]) == idx.shape[0] - 1).astype(idx.dtype).reshape([-1, 1, 1, 1])
+    positions = positions + dummy * (spare - positions)         # arithmetic, not a slice: P may be 0
+    flat = paddle.concat([x.reshape([-1]), paddle.zeros([C * 16], x.dtype)])
+    flat = paddle.scatter(flat, positions.reshape([-1]), patches.reshape([-1]), overwrite=True)
+    return flat[:-C * 16].reshape([B, C, H, W])
 
 
 class MattingRefine(MattingBase):
