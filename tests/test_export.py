@@ -1,0 +1,126 @@
+"""Exported BGMv2 (utils/inference.py, tools/export.py) gives the dygraph model's outputs on every backend and
+at every batch size, including an empty patch selection and more patches requested than the map has."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import ROOT
+from model import build_model
+from utils.checkpoint import save_atomic
+from utils.inference import DygraphBackend, PaddleInferenceBackend, create_backend, export_model
+
+ATOL = 1e-4      # oneDNN and ONNX Runtime convolutions sum in another order than Paddle's dygraph kernels
+
+
+def seeded_model(model_type='mattingrefine', **options):
+    paddle.seed(0)
+    return build_model(model_type, 'mobilenetv2', **options).eval()
+
+
+def pair(n, h, w, seed=0):
+    """src = bgr with a differing blob, so the error map has a clear region to refine."""
+    rng = np.random.default_rng(seed)
+    bgr = rng.random((n, 3, h, w), dtype=np.float32)
+    src = bgr.copy()
+    src[:, :, h // 4:h // 2, w // 3:w // 2] = rng.random((n, 3, h // 2 - h // 4, w // 2 - w // 3))
+    return src, bgr
+
+
+def assert_outputs_close(actual, expected, atol=ATOL):
+    """MattingRefine outputs. A patch decision can flip where err_sm is within float noise of the threshold:
+    compare ref_sm and, full-resolution, the blocks where both made the same decision."""
+    agree = actual[5] == expected[5]
+    assert agree.mean() > 0.99
+    same_block = np.kron(agree, np.ones((1, 1, 4, 4), bool))
+    for a, e in zip(actual[:2], expected[:2]):
+        assert a.shape == e.shape
+        assert np.abs(a - e)[np.broadcast_to(same_block, a.shape)].max() <= atol
+    for a, e in zip(actual[2:5], expected[2:5]):
+        assert a.shape == e.shape and np.abs(a - e).max() <= atol
+
+
+def assert_batch_is_per_image(backend, src, bgr):
+    batch = backend(src, bgr)
+    for i in range(len(src)):
+        for a, b in zip(batch, backend(src[i:i + 1], bgr[i:i + 1])):
+            np.testing.assert_allclose(a[i:i + 1], b, atol=1e-5)
+
+
+@pytest.fixture(scope='module')
+def thresholding(tmp_path_factory):
+    model = seeded_model(refine_mode='thresholding', refine_threshold=0.1)
+    folder = str(tmp_path_factory.mktemp('thresholding'))
+    try:
+        import paddle2onnx  # noqa: F401
+        onnx = True
+    except ImportError:
+        onnx = False
+    export_model(model, folder, onnx=onnx)
+    return model, folder
+
+
+@pytest.mark.parametrize('name', ['inference', 'onnxruntime'])
+def test_exported_equals_dygraph_and_batch_equals_single(thresholding, name):
+    model, folder = thresholding
+    if name == 'onnxruntime' and not os.path.exists(os.path.join(folder, 'model.onnx')):
+        pytest.skip('paddle2onnx / onnxruntime not installed')
+    pytest.importorskip('onnxruntime') if name == 'onnxruntime' else None
+    backend = create_backend(name, export_dir=folder)
+    src, bgr = pair(2, 96, 128)
+    expected = DygraphBackend(model)(src, bgr)
+    assert 0 < expected[5].mean() < 1                      # some patches refined, not all
+    assert_outputs_close(backend(src, bgr), expected)
+    assert_batch_is_per_image(backend, src, bgr)
+    src, bgr = pair(1, 68, 44, seed=1)                      # another size, same graph
+    assert_outputs_close(backend(src, bgr), DygraphBackend(model)(src, bgr))
+
+
+def test_sampling_more_patches_than_the_map(tmp_path):
+    # 4096 patches requested, 8 x 12 = 96 in the map: every patch with err > 0 is refined
+    model = seeded_model(refine_mode='sampling', refine_sample_pixels=65536)
+    backend = create_backend('inference', model)             # exports to a temporary folder first
+    src, bgr = pair(2, 32, 48, seed=2)
+    expected = DygraphBackend(model)(src, bgr)
+    np.testing.assert_array_equal(expected[5], (expected[4] > 0).astype(np.float32))
+    assert_outputs_close(backend(src, bgr), expected)
+    assert_batch_is_per_image(backend, src, bgr)
+
+
+def test_export_cli_with_empty_selection(tmp_path):
+    checkpoint, out = str(tmp_path / 'w.pdparams'), str(tmp_path / 'export')
+    model = seeded_model(refine_mode='sampling', refine_sample_pixels=0)     # nothing is ever refined
+    save_atomic(model.state_dict(), checkpoint)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'export.py'), '--output', out,
+                             '--model-checkpoint', checkpoint, '--model-refine-sample-pixels', '0'],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    with open(os.path.join(out, 'export.json'), encoding='utf-8') as f:
+        meta = json.load(f)
+    assert meta['model_type'] == 'mattingrefine' and meta['refine_sample_pixels'] == 0
+    assert meta['format'] == 'pdmodel' and os.path.isfile(os.path.join(out, 'model.pdmodel'))
+    src, bgr = pair(2, 64, 96, seed=3)
+    actual, expected = PaddleInferenceBackend(os.path.join(out, 'model'))(src, bgr), DygraphBackend(model)(src, bgr)
+    assert expected[5].max() == 0
+    assert_outputs_close(actual, expected)
+
+
+def test_base_in_the_pir_format(tmp_path):
+    model = seeded_model('mattingbase')
+    export_model(model, str(tmp_path), fmt='json')
+    assert sorted(os.listdir(tmp_path)) == ['model.json', 'model.pdiparams']
+    backend = PaddleInferenceBackend(str(tmp_path / 'model'))   # oneDNN is off for .json graphs
+    src, bgr = pair(2, 36, 52, seed=4)                            # MattingBase takes any size
+    for a, e in zip(backend(src, bgr), DygraphBackend(model)(src, bgr)):
+        np.testing.assert_allclose(a, e, atol=ATOL)
+
+
+def test_missing_export_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match='tools/export.py'):
+        create_backend('inference', export_dir=str(tmp_path))
+    with pytest.raises(ValueError, match='unknown backend'):
+        create_backend('tensorflow', export_dir=str(tmp_path))

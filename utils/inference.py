@@ -1,0 +1,191 @@
+"""Backends that run a matting network: the dygraph model, an exported model in Paddle Inference, or its
+ONNX conversion in ONNX Runtime. Each is called the same way,
+
+    outputs = backend(src, bgr)      # float32 N x 3 x H x W numpy arrays in, numpy arrays out
+
+with the outputs in the order of the model's forward (MattingRefine: pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm;
+MattingBase: pha, fgr, err, hid), so predict.py and tools/speed_test.py can swap them freely.
+Exported models come from tools/export.py.
+
+export_model() writes those files (tools/export.py is its command line); create_backend() without an export
+folder exports the given model to a temporary one first.
+"""
+import contextlib
+import copy
+import os
+import tempfile
+
+import numpy as np
+import paddle
+from paddle.static import InputSpec
+
+BACKENDS = ('dygraph', 'inference', 'onnxruntime')
+
+
+def ir_guard(legacy):
+    """Static-graph flavour for to_static/jit.save: legacy ProgramDesc (.pdmodel) or PIR (.json)."""
+    pir_utils = getattr(paddle, 'pir_utils', None)
+    if legacy:
+        return pir_utils.OldIrGuard() if hasattr(pir_utils, 'OldIrGuard') else contextlib.nullcontext()
+    if not hasattr(pir_utils, 'IrGuard'):
+        raise ValueError('the json (PIR) format needs Paddle 3')
+    return pir_utils.IrGuard()
+
+
+def input_spec(layer):
+    """InputSpecs with dynamic batch, height and width (a layer may define its own, as MattingNetworkStep)."""
+    if hasattr(layer, 'input_spec'):
+        return layer.input_spec()
+    return [InputSpec([None, 3, None, None], 'float32', name) for name in ('src', 'bgr')]
+
+
+def save_static(layer, prefix, legacy):
+    """paddle.jit.save of a copy of `layer` (to_static converts a Layer in place)."""
+    layer = copy.deepcopy(layer).eval()
+    with ir_guard(legacy):
+        paddle.jit.save(paddle.jit.to_static(layer, input_spec=input_spec(layer), full_graph=True), prefix)
+
+
+def export_model(layer, output, fmt='pdmodel', onnx=False, opset=11):
+    """Write `layer` as output/model.pdmodel|json + model.pdiparams (+ model.onnx). Each file appears whole or
+    not at all; files of an earlier export in another format are removed.
+
+    fmt 'pdmodel' is the legacy static graph that oneDNN runs on CPU (Paddle 3.3 cannot use oneDNN with
+    bilinear resizes in .json graphs, PaddlePaddle/Paddle#79749); 'json' is the PIR format of Paddle 3."""
+    os.makedirs(output, exist_ok=True)
+    pir = hasattr(getattr(paddle, 'pir_utils', None), 'IrGuard')
+    with tempfile.TemporaryDirectory(dir=output, prefix='.export-') as tmp:
+        save_static(layer, os.path.join(tmp, 'model'), fmt == 'pdmodel')
+        if onnx:
+            # paddle2onnx 2.1 converts the legacy graph of this model wrongly (wrong mattes): use a PIR graph
+            source = os.path.join(tmp, 'model')
+            if fmt == 'pdmodel' and pir:
+                source = os.path.join(tmp, 'pir', 'model')
+                save_static(layer, source, legacy=False)
+            graph = source + ('.json' if os.path.isfile(source + '.json') else '.pdmodel')
+            to_onnx(graph, source + '.pdiparams', os.path.join(tmp, 'model.onnx'), opset)
+        written = [n for n in os.listdir(tmp) if n.startswith('model')]
+        for name in written:
+            os.replace(os.path.join(tmp, name), os.path.join(output, name))
+    for name in ('model.pdmodel', 'model.pdiparams.info', 'model.json', 'model.onnx'):
+        if name not in written and os.path.exists(os.path.join(output, name)):
+            os.remove(os.path.join(output, name))
+
+
+def to_onnx(graph, params, path, opset):
+    try:
+        import paddle2onnx
+    except ImportError as e:
+        raise ValueError('ONNX export needs `pip install paddle2onnx onnxruntime`') from e
+    paddle2onnx.export(graph, params, path, opset_version=opset, auto_upgrade_opset=True, verbose=False)
+    if not os.path.isfile(path):
+        raise ValueError(f'paddle2onnx did not write {path}')
+
+
+class DygraphBackend:
+    """The Paddle Layer itself (eval mode, no_grad); fp16 through AMP on GPU."""
+
+    def __init__(self, model, precision='fp32'):
+        self.model = model.eval()
+        self.fp16 = precision == 'fp16'
+
+    def __call__(self, *inputs):
+        with paddle.no_grad(), paddle.amp.auto_cast(enable=self.fp16, level='O1'):
+            outputs = self.model(*[paddle.to_tensor(np.ascontiguousarray(x)) for x in inputs])
+        return tuple(t.astype('float32').numpy() for t in outputs)
+
+
+def model_files(prefix):
+    """Exported model prefix -> (graph file, params file). Prefers the legacy .pdmodel, which oneDNN can run."""
+    for ext in ('.pdmodel', '.json'):
+        if os.path.isfile(prefix + ext) and os.path.isfile(prefix + '.pdiparams'):
+            return prefix + ext, prefix + '.pdiparams'
+    raise ValueError(f"{prefix}: no exported model (.pdmodel or .json with .pdiparams); run tools/export.py")
+
+
+class PaddleInferenceBackend:
+    """paddle.inference predictor. CPU: oneDNN (legacy .pdmodel only: Paddle 3.3 fails on bilinear resizes in
+    .json graphs with oneDNN, PaddlePaddle/Paddle#79749). GPU: optionally TensorRT, fp16."""
+
+    def __init__(self, prefix, device='cpu', threads=2, precision='fp32', onednn=True, tensorrt=False,
+                 trt_max_shape=(1, 1080, 1920)):
+        from paddle import inference
+        graph, params = model_files(prefix)
+        legacy = graph.endswith('.pdmodel')
+        config = inference.Config(graph, params)
+        if device == 'gpu':
+            half = precision == 'fp16'
+            config.enable_use_gpu(256, 0, inference.PrecisionType.Half if half else inference.PrecisionType.Float32)
+            if tensorrt:
+                config.enable_tensorrt_engine(
+                    workspace_size=1 << 30, max_batch_size=trt_max_shape[0], min_subgraph_size=3,
+                    precision_mode=inference.PrecisionType.Half if half else inference.PrecisionType.Float32,
+                    use_static=False, use_calib_mode=False)
+                n, h, w = trt_max_shape
+                shapes = lambda *s: {name: list(s) for name in ('src', 'bgr')}
+                config.set_trt_dynamic_shape_info(shapes(1, 3, 32, 32), shapes(n, 3, h, w), shapes(n, 3, h, w))
+        else:
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(threads)
+            if onednn and legacy:
+                config.enable_mkldnn()
+                config.set_mkldnn_cache_capacity(16)   # primitives per input shape; the patch count varies
+            else:
+                config.disable_mkldnn()
+        if legacy:
+            config.enable_memory_optim()                # fails for .json graphs in Paddle 3.3
+        config.switch_ir_optim(True)
+        config.disable_glog_info()
+        self.predictor = inference.create_predictor(config)
+        self.inputs = self.predictor.get_input_names()
+        self.outputs = self.predictor.get_output_names()
+
+    def __call__(self, *inputs):
+        for name, x in zip(self.inputs, inputs):
+            handle = self.predictor.get_input_handle(name)
+            handle.reshape(x.shape)
+            handle.copy_from_cpu(np.ascontiguousarray(x, dtype=np.float32))
+        self.predictor.run()
+        return tuple(self.predictor.get_output_handle(name).copy_to_cpu() for name in self.outputs)
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime session on the model.onnx that tools/export.py --onnx writes (pip install onnxruntime)."""
+
+    def __init__(self, path, device='cpu', threads=2):
+        try:
+            import onnxruntime
+        except ImportError as e:
+            raise ValueError("the onnxruntime backend needs `pip install onnxruntime` "
+                             "(onnxruntime-gpu for --device gpu)") from e
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no ONNX model; run tools/export.py --onnx")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3                   # paddle2onnx leaves unused initializers: no warnings
+        providers = ['CUDAExecutionProvider', 'CPUExecutionProvider'] if device == 'gpu' else ['CPUExecutionProvider']
+        self.session = onnxruntime.InferenceSession(path, options, providers=providers)
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, *inputs):
+        feed = {name: np.ascontiguousarray(x, dtype=np.float32) for name, x in zip(self.inputs, inputs)}
+        return tuple(self.session.run(None, feed))
+
+
+def create_backend(name, model=None, export_dir=None, device='cpu', threads=2, precision='fp32', **options):
+    """name in BACKENDS. dygraph runs `model`; inference and onnxruntime load the folder tools/export.py wrote,
+    or, without one, export `model` to a temporary folder first (a few seconds)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    if name == 'dygraph':
+        return DygraphBackend(model, precision)
+    if export_dir is None:
+        if model is None:
+            raise ValueError(f"the {name} backend needs a model or an exported model folder (tools/export.py)")
+        with tempfile.TemporaryDirectory() as tmp:        # predictors read the files when they are created
+            export_model(model, tmp, onnx=name == 'onnxruntime')
+            return create_backend(name, None, tmp, device, threads, precision, **options)
+    if name == 'inference':
+        return PaddleInferenceBackend(os.path.join(export_dir, 'model'), device, threads, precision, **options)
+    return OnnxRuntimeBackend(os.path.join(export_dir, 'model.onnx'), device, threads)
