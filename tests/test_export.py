@@ -124,3 +124,16 @@ def test_missing_export_is_a_clear_error(tmp_path):
         create_backend('inference', export_dir=str(tmp_path))
     with pytest.raises(ValueError, match='unknown backend'):
         create_backend('tensorflow', export_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize('backend', ['dygraph', 'inference'])
+def test_speed_test_reports_latency_and_split(backend, capsys):
+    from tools.speed_test import main
+    extra = ['--profile'] if backend == 'dygraph' else []
+    assert main(['--resolution', '96', '64', '--backend', backend, '--warmup', '0', '--repeats', '2',
+                 '--model-refine-sample-pixels', '320', '--batch-size', '2'] + extra) == 0
+    out = capsys.readouterr().out
+    assert 'mattingrefine mobilenetv2 96x64 batch 2' in out and 'ms per frame' in out and 'frames/s' in out
+    if backend == 'dygraph':
+        for section in ('base', 'refiner convs', 'patch crop', 'patch replace', 'resizes'):
+            assert section in out

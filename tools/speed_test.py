@@ -8,6 +8,7 @@ network, the refiner convolutions, resizes, patch selection, patch crop and patc
 """
 import argparse
 import collections
+import contextlib
 import os
 import statistics
 import sys
@@ -94,17 +95,32 @@ class SectionTimer:
         return timed
 
 
-def instrument(model, timer):
-    """Time the stages of a dygraph MattingRefine/MattingBase (patches module functions and sublayers)."""
+@contextlib.contextmanager
+def instrumented(model, timer):
+    """Time the stages of a dygraph MattingRefine/MattingBase: hooks on the base network's layers, wrappers
+    around the refiner's steps; all removed on exit."""
+    hooks = []
     for layer in (model.backbone, model.aspp, model.decoder):
-        layer.register_forward_pre_hook(lambda *_: timer.enter('base'))
-        layer.register_forward_post_hook(lambda *_: timer.leave())
-    for name, section in (('resize', 'resizes'), ('crop_patch', 'patch crop'), ('replace_patch', 'patch replace')):
-        setattr(bgmv2, name, timer.wrap(section, getattr(bgmv2, name)))
-    if hasattr(model, 'refiner'):
-        refiner = model.refiner
-        refiner.refine_patches = timer.wrap('refiner convs', refiner.refine_patches)
-        refiner.select_refinement_regions = timer.wrap('patch selection', refiner.select_refinement_regions)
+        hooks.append(layer.register_forward_pre_hook(lambda *_: timer.enter('base')))
+        hooks.append(layer.register_forward_post_hook(lambda *_: timer.leave()))
+    functions = {name: getattr(bgmv2, name) for name in ('resize', 'planes', 'crop_patch', 'replace_patch')}
+    sections = {'resize': 'resizes', 'planes': 'patch crop', 'crop_patch': 'patch crop',
+                'replace_patch': 'patch replace'}
+    for name, fn in functions.items():
+        setattr(bgmv2, name, timer.wrap(sections[name], fn))
+    methods = {'refine_patches': 'refiner convs', 'select_refinement_regions': 'patch selection'}
+    refiner = getattr(model, 'refiner', None)
+    for name, section in methods.items() if refiner else ():
+        setattr(refiner, name, timer.wrap(section, getattr(refiner, name)))
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for name, fn in functions.items():
+            setattr(bgmv2, name, fn)
+        for name in methods if refiner else ():
+            delattr(refiner, name)
 
 
 def main(argv=None):
@@ -118,23 +134,25 @@ def main(argv=None):
                    trt_max_shape=(args.batch_size, *args.resolution[::-1])) if args.backend == 'inference' else {}
     backend = create_backend(args.backend, model, args.export_dir, args.device, args.threads, args.precision,
                              **options)
-    if args.profile:
-        instrument(model, timer)
     w, h = args.resolution
     rng = np.random.default_rng(0)
     src, bgr = (rng.random((args.batch_size, 3, h, w), dtype=np.float32) for _ in range(2))
-    times = []
-    for i in range(args.warmup + args.repeats):
-        if i == args.warmup:
-            timer.totals.clear()
-        start = time.perf_counter()
-        backend(src, bgr)
-        times.append(time.perf_counter() - start)
-    times = times[args.warmup:]
+    times, cpu = [], []
+    with instrumented(model, timer) if args.profile else contextlib.nullcontext():
+        for i in range(args.warmup + args.repeats):
+            if i == args.warmup:
+                timer.totals.clear()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            backend(src, bgr)
+            times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+    times, cpu = times[args.warmup:], cpu[args.warmup:]
     median = statistics.median(times)
+    # CPU seconds show how much of the wall time was computing: below threads x wall when the CPU is shared
     print(f'{args.model_type} {args.model_backbone} {w}x{h} batch {args.batch_size} backend {args.backend} '
           f'threads {args.threads}: median {median * 1000:.1f} ms per batch (min {min(times) * 1000:.1f}), '
-          f'{median * 1000 / args.batch_size:.1f} ms per frame, {args.batch_size / median:.2f} frames/s')
+          f'{median * 1000 / args.batch_size:.1f} ms per frame, {args.batch_size / median:.2f} frames/s; '
+          f'CPU {statistics.median(cpu):.2f} s per batch')
     if args.profile:
         total = sum(times)
         for name, seconds in sorted(timer.totals.items(), key=lambda kv: -kv[1]):
