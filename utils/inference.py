@@ -22,14 +22,19 @@ from paddle.static import InputSpec
 BACKENDS = ('dygraph', 'inference', 'onnxruntime')
 
 
+def has_pir():
+    """Paddle 3 saves PIR (.json) graphs; 2.6 only the legacy .pdmodel (a develop build reports 0.0.0)."""
+    major = int(paddle.__version__.split('.')[0])
+    return major >= 3 or major == 0
+
+
 def ir_guard(legacy):
     """Static-graph flavour for to_static/jit.save: legacy ProgramDesc (.pdmodel) or PIR (.json)."""
-    pir_utils = getattr(paddle, 'pir_utils', None)
-    if legacy:
-        return pir_utils.OldIrGuard() if hasattr(pir_utils, 'OldIrGuard') else contextlib.nullcontext()
-    if not hasattr(pir_utils, 'IrGuard'):
-        raise ValueError('the json (PIR) format needs Paddle 3')
-    return pir_utils.IrGuard()
+    if not has_pir():
+        if not legacy:
+            raise ValueError('the json (PIR) format needs Paddle 3')
+        return contextlib.nullcontext()
+    return paddle.pir_utils.OldIrGuard() if legacy else paddle.pir_utils.IrGuard()
 
 
 def input_spec(layer):
@@ -53,13 +58,12 @@ def export_model(layer, output, fmt='pdmodel', onnx=False, opset=11):
     fmt 'pdmodel' is the legacy static graph that oneDNN runs on CPU (Paddle 3.3 cannot use oneDNN with
     bilinear resizes in .json graphs, PaddlePaddle/Paddle#79749); 'json' is the PIR format of Paddle 3."""
     os.makedirs(output, exist_ok=True)
-    pir = hasattr(getattr(paddle, 'pir_utils', None), 'IrGuard')
     with tempfile.TemporaryDirectory(dir=output, prefix='.export-') as tmp:
         save_static(layer, os.path.join(tmp, 'model'), fmt == 'pdmodel')
         if onnx:
             # paddle2onnx 2.1 converts the legacy graph of this model wrongly (wrong mattes): use a PIR graph
             source = os.path.join(tmp, 'model')
-            if fmt == 'pdmodel' and pir:
+            if fmt == 'pdmodel' and has_pir():
                 source = os.path.join(tmp, 'pir', 'model')
                 save_static(layer, source, legacy=False)
             graph = source + ('.json' if os.path.isfile(source + '.json') else '.pdmodel')
