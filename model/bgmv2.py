@@ -42,8 +42,8 @@ class ASPP(nn.Layer):
     def forward(self, x):
         branches = [conv(x) for conv in self.convs[:-1]]
         pooled = self.convs[-1](x)                         # B x 256 x 1 x 1
-        # = bilinear resize of a 1x1 map; Tensor.expand_as has no legacy static-graph kernel in Paddle 3.3
-        branches.append(paddle.expand(pooled, paddle.shape(branches[0])))
+        # torchvision resizes the 1x1 map bilinearly (Tensor.expand_as has no legacy static kernel in Paddle 3.3)
+        branches.append(resize(pooled, branches[0].shape[2:]))
         return self.project(paddle.concat(branches, axis=1))
 
 

@@ -63,7 +63,8 @@ def build(args):
     model = build_model(**model_options(args), refine_prevent_oversampling=args.prevent_oversampling)
     if args.model_checkpoint:
         load_weights(model, args.model_checkpoint)
-    return model.eval()
+    model.eval()
+    return model
 
 
 class SectionTimer:

@@ -46,7 +46,8 @@ def input_spec(layer):
 
 def save_static(layer, prefix, legacy):
     """paddle.jit.save of a copy of `layer` (to_static converts a Layer in place)."""
-    layer = copy.deepcopy(layer).eval()
+    layer = copy.deepcopy(layer)
+    layer.eval()                                   # returns None in Paddle 2.6
     with ir_guard(legacy):
         paddle.jit.save(paddle.jit.to_static(layer, input_spec=input_spec(layer), full_graph=True), prefix)
 
@@ -90,7 +91,8 @@ class DygraphBackend:
     """The Paddle Layer itself (eval mode, no_grad); fp16 through AMP on GPU."""
 
     def __init__(self, model, precision='fp32'):
-        self.model = model.eval()
+        self.model = model
+        model.eval()
         self.fp16 = precision == 'fp16'
 
     def __call__(self, *inputs):
