@@ -87,7 +87,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         meta = export(args)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
     files = sorted(n for n in os.listdir(args.output) if not n.startswith('.'))

@@ -30,13 +30,13 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog='example (the setting of the official CPU numbers):\n'
                                             '  python3 tools/speed_test.py --model-backbone resnet50 '
-                                            '--resolution 1920 1080 --backend onnxruntime --threads 2')
+                                            '--resolution 1920 1080 --backend inference --threads 2')
     parser.add_argument('--resolution', type=int, nargs=2, metavar=('W', 'H'), default=[1920, 1080])
     parser.add_argument('--batch-size', type=int, default=1)
     parser.add_argument('--precision', choices=['fp32', 'fp16'], default='fp32', help='fp16: GPU only')
     parser.add_argument('--backend', choices=BACKENDS, default='dygraph')
-    parser.add_argument('--export-dir', default=None, help='exported model (tools/export.py) for inference / '
-                                                           'onnxruntime; default: export the options to a temp folder')
+    parser.add_argument('--export-dir', default=None, help='exported model (tools/export.py, same model options) for '
+                             'inference / onnxruntime; default: export the options to a temporary folder')
     parser.add_argument('--tensorrt', action='store_true', help='inference backend on GPU: use TensorRT')
     parser.add_argument('--threads', type=int, default=2, help='CPU threads (default 2)')
     parser.add_argument('--warmup', type=int, default=2, help='untimed runs first (default 2)')

@@ -1,14 +1,13 @@
-"""Backends that run a matting network: the dygraph model, an exported model in Paddle Inference, or its
+"""Backends that run a BGMv2 network: the dygraph model, an exported model in Paddle Inference, or its
 ONNX conversion in ONNX Runtime. Each is called the same way,
 
     outputs = backend(src, bgr)      # float32 N x 3 x H x W numpy arrays in, numpy arrays out
 
 with the outputs in the order of the model's forward (MattingRefine: pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm;
 MattingBase: pha, fgr, err, hid), so predict.py and tools/speed_test.py can swap them freely.
-Exported models come from tools/export.py.
 
-export_model() writes those files (tools/export.py is its command line); create_backend() without an export
-folder exports the given model to a temporary one first.
+export_model() writes the exported files (tools/export.py is its command line); create_backend() without an
+export folder exports the given model to a temporary one first.
 """
 import contextlib
 import copy
