@@ -13,14 +13,17 @@ from utils.alignment import align_background
 from utils.io import VideoReader, read_alpha, read_image, write_image
 
 
+def random_weights(tmp_path_factory, model_type, backbone, seed):
+    paddle.seed(seed)
+    path = str(tmp_path_factory.mktemp(model_type) / 'random.pdparams')
+    paddle.save(build_model(model_type, backbone).state_dict(), path)
+    return path
+
+
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
     """Random weights whose error map is not zero everywhere, so the refiner has work."""
-    paddle.seed(7)
-    model = build_model('mattingrefine', 'mobilenetv2')
-    path = str(tmp_path_factory.mktemp('ckpt') / 'random.pdparams')
-    paddle.save(model.state_dict(), path)
-    return path
+    return random_weights(tmp_path_factory, 'mattingrefine', 'mobilenetv2', seed=7)
 
 
 def textured(h, w, seed):
@@ -207,11 +210,7 @@ def test_alignment_recovers_a_known_homography():
 
 @pytest.fixture(scope='module')
 def rvm_checkpoint(tmp_path_factory):
-    paddle.seed(3)
-    model = build_model('rvm', 'mobilenetv3')
-    path = str(tmp_path_factory.mktemp('rvm') / 'rvm.pdparams')
-    paddle.save(model.state_dict(), path)
-    return path
+    return random_weights(tmp_path_factory, 'rvm', 'mobilenetv3', seed=3)
 
 
 def test_rvm_video_and_sequence_carry_the_state_across_chunks(tmp_path, rvm_checkpoint):
