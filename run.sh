@@ -51,7 +51,7 @@ elif [ "$1" = demo-model ]; then
             --num-backgrounds 0 --size 384 --real-bg dataset/demo/backgrounds/train --seed 1
     fi
     : "${RUN:=demomodel}" "${BACKBONE:=mobilenetv2}" "${BASE_EPOCHS:=100000}" "${REFINE_EPOCHS:=100000}"
-    : "${FINETUNE_EPOCHS:=0}" "${PRIVATE_EPOCHS:=0}" "${BASE_STEPS:=600}" "${REFINE_STEPS:=300}"
+    : "${FINETUNE_EPOCHS:=0}" "${PRIVATE_EPOCHS:=0}" "${BASE_STEPS:=600}" "${REFINE_STEPS:=800}"
     : "${BASE_DATASET:=demo*20,demo_synthetic}" "${VALID_DATASET:=demo}" "${BACKGROUNDS:=demo_backgrounds}"
     : "${BASE_BATCH:=4}" "${REFINE_BATCH:=2}" "${BASE_RESOLUTION:=256}" "${REFINE_RESOLUTION:=512}"
     # no pretrained encoder here: a faster start for the base stage than the official 1e-4 backbone rate
