@@ -42,7 +42,8 @@ def split_dir(roots, name, split):
     path = os.path.normpath(os.path.join(entry['root'], entry[split]))
     if not os.path.isdir(path):
         raise ValueError(f"dataset {name!r}: {split} folder {path} not found "
-                         f"(set its root in {os.path.relpath(DEFAULT_CONFIG, REPO)} or pass --dataset-root {name}=PATH)")
+                         f"(set its root in {os.path.relpath(DEFAULT_CONFIG, REPO)} or pass "
+                         f"--dataset-root {name}=PATH)")
     return path
 
 

@@ -73,7 +73,8 @@ def matting_pairs(root):
     missing = [(f"in {os.path.basename(fgr_dir)}/ without alpha", sorted(fgr.keys() - pha.keys())),
                (f"in {os.path.basename(pha_dir)}/ without foreground", sorted(pha.keys() - fgr.keys()))]
     if tri_dir:
-        missing.append((f"without trimap in {os.path.basename(tri_dir)}/", sorted(fgr.keys() & pha.keys() - tri.keys())))
+        missing.append((f"without trimap in {os.path.basename(tri_dir)}/",
+                        sorted(fgr.keys() & pha.keys() - tri.keys())))
     if any(names for _, names in missing):
         raise ValueError(_unpaired_message(root, missing))
     if not fgr:

@@ -30,7 +30,8 @@ def test_sobel_matches_kornia():
 
 
 def test_base_loss_matches_the_official_sum():
-    pha, fgr, err, true_pha, true_fgr = t(2, 1, 16, 16), t(2, 3, 16, 16), t(2, 1, 16, 16), t(2, 1, 16, 16), t(2, 3, 16, 16)
+    pha, err, true_pha = t(2, 1, 16, 16), t(2, 1, 16, 16), t(2, 1, 16, 16)
+    fgr, true_fgr = t(2, 3, 16, 16), t(2, 3, 16, 16)
     true_pha_np = true_pha.numpy()
     true_pha_np[:, :, :4] = 0
     true_pha = paddle.to_tensor(true_pha_np)
@@ -58,7 +59,8 @@ def test_error_target_detached_in_base_not_in_refine():
 
 
 def test_refine_loss_has_every_term_and_weights_scale_them():
-    args = (t(1, 1, 32, 32), t(1, 3, 32, 32), t(1, 1, 8, 8), t(1, 3, 8, 8), t(1, 1, 8, 8), t(1, 1, 32, 32), t(1, 3, 32, 32))
+    args = (t(1, 1, 32, 32), t(1, 3, 32, 32), t(1, 1, 8, 8), t(1, 3, 8, 8), t(1, 1, 8, 8),
+            t(1, 1, 32, 32), t(1, 3, 32, 32))
     total, terms = refine_loss(*args)
     assert sorted(terms) == ['err', 'fgr', 'fgr_sm', 'laplacian', 'laplacian_sm', 'pha', 'pha_sm', 'sobel', 'sobel_sm']
     doubled = refine_loss(*args, w=LossWeights(laplacian=2))[1]

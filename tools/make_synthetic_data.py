@@ -179,8 +179,8 @@ def build_demo(realdata, out, long_side=640):
     scenes = os.path.join(realdata, 'fg_alpha', 'alphamatting_com')
     for name in sorted(f[:4] for f in os.listdir(scenes) if f.endswith('_alpha.png')):
         split = 'valid' if name in DEMO_VALID_SCENES else 'train'
-        write_image(os.path.join(out, split, 'fgr', name + '.jpg'), read_image(os.path.join(scenes, name + '_fg_est.png')),
-                    quality=92)
+        fgr = read_image(os.path.join(scenes, name + '_fg_est.png'))
+        write_image(os.path.join(out, split, 'fgr', name + '.jpg'), fgr, quality=92)
         os.makedirs(os.path.join(out, split, 'pha'), exist_ok=True)
         shutil.copyfile(os.path.join(scenes, name + '_alpha.png'), os.path.join(out, split, 'pha', name + '.png'))
         assert read_alpha(os.path.join(out, split, 'pha', name + '.png')).shape[:2] == \
@@ -190,7 +190,8 @@ def build_demo(realdata, out, long_side=640):
         image = read_image(path)
         s = long_side / max(image.shape[:2])
         if s < 1:
-            image = cv2.resize(image, (round(image.shape[1] * s), round(image.shape[0] * s)), interpolation=cv2.INTER_AREA)
+            size = (round(image.shape[1] * s), round(image.shape[0] * s))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         split = 'valid' if name in DEMO_VALID_BACKGROUNDS else 'train'
         write_image(os.path.join(out, 'backgrounds', split, name + '.jpg'), image, quality=88)
 
