@@ -1,4 +1,5 @@
 """The model options every entry point shares (named as in the official scripts), and the device."""
+import json
 import os
 
 import paddle
@@ -7,6 +8,8 @@ from model import BACKBONES, MODEL_TYPES, REFINE_MODES, RVM_BACKBONES, RVM_REFIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CHECKPOINT = os.path.join(ROOT, 'model', 'weights', 'bgmv2_mobilenetv2_demo.pdparams')
+# the demo model's card: how it was trained, and the inference settings it was made for
+DEMO_CARD = os.path.splitext(DEMO_CHECKPOINT)[0] + '.json'
 
 
 def add_model_args(parser, refine_threshold=0.7):
@@ -25,9 +28,10 @@ def add_model_args(parser, refine_threshold=0.7):
                    help='weights: a .pdparams of this project or an official PyTorch .pth (converted on the '
                         'fly, no torch needed). Default: the demo model shipped in model/weights/ '
                         '(mobilenetv2, trained by this project on a small demo set; not the official weights)')
-    g.add_argument('--model-backbone-scale', type=float, default=0.25,
-                   help='scale at which the base network sees the image, at most 0.5 (default 0.25; '
-                        'use 0.125 for 4K)')
+    g.add_argument('--model-backbone-scale', type=float, default=None,
+                   help='scale at which the base network sees the image, at most 0.5 (default 0.25, the official '
+                        'value for HD; use 0.125 for 4K). The demo model, trained on small crops, defaults to '
+                        'the scale in its card model/weights/bgmv2_mobilenetv2_demo.json')
     g.add_argument('--model-refine-mode', choices=REFINE_MODES, default='sampling',
                    help='which patches the refiner re-predicts: the --model-refine-sample-pixels worst '
                         '(sampling, default), those above --model-refine-threshold (thresholding), or all (full)')
@@ -60,10 +64,20 @@ def model_options(args):
     if (args.model_backbone in RVM_BACKBONES) != rvm:
         raise ValueError(f"backbone {args.model_backbone} does not fit --model-type {args.model_type}; "
                          f"use one of {', '.join(RVM_BACKBONES if rvm else BACKBONES)}")
+    if args.model_backbone_scale is None:
+        args.model_backbone_scale = demo_card().get('backbone_scale', 0.25) if not args.model_checkpoint else 0.25
     return dict(model_type=args.model_type, backbone=args.model_backbone, refiner=args.model_refiner,
                 backbone_scale=args.model_backbone_scale, refine_mode=args.model_refine_mode,
                 refine_sample_pixels=args.model_refine_sample_pixels,
                 refine_threshold=args.model_refine_threshold, refine_kernel_size=args.model_refine_kernel_size)
+
+
+def demo_card():
+    """The demo model's card ({} when absent)."""
+    if not os.path.isfile(DEMO_CARD):
+        return {}
+    with open(DEMO_CARD, encoding='utf-8') as f:
+        return json.load(f)
 
 
 def checkpoint_path(args):
