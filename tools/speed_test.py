@@ -52,6 +52,8 @@ def parse_args(argv=None):
         parser.error('--profile times the dygraph model; use --backend dygraph')
     if args.model_type == 'rvm':
         parser.error('the speed test covers BGMv2 (mattingbase, mattingrefine)')
+    if args.model_backbone_scale is None:    # random weights: the official HD setting, not the demo model's
+        args.model_backbone_scale = 0.25
     w, h = args.resolution
     if args.model_type == 'mattingrefine' and (h % 4 or w % 4):
         parser.error('mattingrefine needs W and H divisible by 4')
