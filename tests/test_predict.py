@@ -53,6 +53,9 @@ def test_single_pair_any_size_matches_direct_model_call(tmp_path, checkpoint):
                '--model-refine-mode', 'full') == 0
     com = cv2.imread(str(out / 'com' / 'a.png'), cv2.IMREAD_UNCHANGED)
     assert com.shape == (70, 90, 4)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out / 'com' / 'a.png').st_mode & 0o777 == 0o666 & ~umask     # not mkstemp's private 0600
     for t in ('pha', 'err', 'ref'):
         assert read_alpha(str(out / t / 'a.png')).shape == (70, 90)
     pha = read_alpha(str(out / 'pha' / 'a.png'))

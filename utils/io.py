@@ -11,6 +11,8 @@ import tempfile
 import cv2
 import numpy as np
 
+UMASK = os.umask(0o022)
+os.umask(UMASK)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
@@ -85,6 +87,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~UMASK)      # mkstemp makes files private; outputs get the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -216,6 +219,7 @@ class VideoWriter:
             self.container.close()
         else:
             self.writer.release()
+        os.chmod(self.tmp, 0o666 & ~UMASK)
         os.replace(self.tmp, self.path)
 
     def abort(self):

@@ -61,7 +61,7 @@ def model_options(args):
     rvm = args.model_type == 'rvm'
     if args.model_backbone is None:
         args.model_backbone = RVM_BACKBONES[0] if rvm else 'mobilenetv2'
-    if (args.model_backbone in RVM_BACKBONES) != rvm:
+    if args.model_backbone not in (RVM_BACKBONES if rvm else BACKBONES):
         raise ValueError(f"backbone {args.model_backbone} does not fit --model-type {args.model_type}; "
                          f"use one of {', '.join(RVM_BACKBONES if rvm else BACKBONES)}")
     if args.model_backbone_scale is None:
