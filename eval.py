@@ -65,7 +65,7 @@ from utils.eval_results import mean, present, progress, read_rows, report_failur
 from utils.eval_video import VIDEO_COLUMNS, evaluate_clips
 from utils.io import ImageReadError, list_images, read_alpha_u8, read_image, resize_cover, to_uint8, write_image
 from utils.metrics import dim_metrics, foreground_metrics
-from utils.options import ROOT, add_model_args, checkpoint_path, model_options
+from utils.options import ROOT, add_backend_args, add_model_args, checkpoint_path, model_options
 from utils.runner import create_runner
 
 # CSV column -> what it is; the console table shows the same scaling in its headers
@@ -131,7 +131,7 @@ def parse_args(argv=None):
     p.add_argument('--seq-chunk', type=int, default=1, help='video protocol: frames per model call (default 1)')
     p.add_argument('--save-pred', action='store_true', help='also write the predicted mattes and foregrounds')
     add_model_args(p)
-    p.set_defaults(precision='fp32')      # the model runner reads it; evaluation runs in float32
+    add_backend_args(p)
     args = p.parse_args(argv)
     if args.resolution is not None and args.resolution < 4:
         p.error('--resolution must be at least 4')
@@ -229,9 +229,9 @@ def ground_truth(args, pair):
 class ModelPredictor:
     """Composites test image i over its background and runs the model on it."""
 
-    def __init__(self, args, bgr_dir):
+    def __init__(self, args, bgr_dir, frames):
         self.backgrounds = image_files(bgr_dir)
-        self.matting = create_runner(args)
+        self.matting = create_runner(args, frames)
         self.seed = args.seed
 
     def __call__(self, index, name, fgr, alpha):
@@ -308,7 +308,7 @@ def evaluate_images(args):
     todo = [(i, pair, pair_name(data_dir, pair[0])) for i, pair in enumerate(pairs)]
     todo = [t for t in todo if t[2] not in rows]
     if todo:        # a finished run only reprints its results: no model needed
-        predict = FolderPredictor(args.pred_dir) if args.pred_dir else ModelPredictor(args, bgr_dir)
+        predict = FolderPredictor(args.pred_dir) if args.pred_dir else ModelPredictor(args, bgr_dir, len(todo))
     failed = []
     with progress(len(pairs), len(pairs) - len(todo), 'image') as bar:
         for index, pair, name in todo:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from utils.alignment import align_background
 from utils.io import (IMAGE_EXTENSIONS, ImageReadError, VideoReader, VideoWriter, is_video, list_images,
                       read_image, resize_cover, write_image)
-from utils.options import ROOT, add_model_args
+from utils.options import ROOT, add_backend_args, add_model_args
 from utils.runner import OUTPUT_TYPES, RVMRunner, create_runner
 
 DEMO_SRC, DEMO_BGR = os.path.join(ROOT, 'image', 'src'), os.path.join(ROOT, 'image', 'bgr')
@@ -62,11 +62,11 @@ def parse_args(argv=None):
                    help='rvm: scale of the recurrent network, in (0, 1]; default min(512 / max(H, W), 1), '
                         'the official automatic rule (0.25-0.4 suit 1080p)')
     p.add_argument('--fps', type=float, default=30.0, help='frame rate of videos made from image sequences')
-    p.add_argument('--precision', choices=['fp32', 'fp16'], default='fp32', help='fp16 needs --device gpu')
     p.add_argument('-y', dest='overwrite', action='store_true', help='overwrite existing outputs')
     p.add_argument('--resume', action='store_true', help='skip inputs whose outputs all exist already')
     p.add_argument('--strict', action='store_true', help='stop at the first bad input instead of skipping it')
     add_model_args(p)
+    add_backend_args(p)
     args = p.parse_args(argv)
     if args.src is None:
         if args.bgr is not None or args.model_type == 'rvm':
@@ -405,12 +405,12 @@ def main(argv=None):
         if existing:
             sys.exit(f"error: {len(existing)} outputs exist already (first: {existing[0]}); "
                      f"pass -y to overwrite or --resume to skip finished inputs")
+    total_frames = len(images) + sum(clip_length(job[0]) for job in clips)
     try:
-        matting = create_runner(args)
+        matting = create_runner(args, total_frames)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     failures, start = [], time.time()
-    total_frames = len(images) + sum(clip_length(job[0]) for job in clips)
     with tqdm(total=total_frames, unit='frame', desc='matting', dynamic_ncols=True) as bar:
         failures += run_images(args, matting, images, target, bar)
         for src, bgr, stem, _ in clips:

@@ -242,3 +242,22 @@ def test_rvm_video_and_sequence_carry_the_state_across_chunks(tmp_path, rvm_chec
         assert (len(video), round(video.fps), video.width, video.height) == (4, 10, 80, 64)
     with pytest.raises(SystemExit):
         predict.main(['--src', str(tmp_path / 'clip.mp4'), '--bgr', str(tmp_path / 'clip.mp4'), *common])
+
+
+@pytest.mark.parametrize('backend', ['inference', 'onnxruntime'])
+def test_exported_backends_give_the_dygraph_matte(tmp_path, checkpoint, backend):
+    if backend == 'onnxruntime':
+        pytest.importorskip('onnxruntime')
+        pytest.importorskip('paddle2onnx')
+    for i in range(2):
+        src, bgr = pair(48, 72, seed=i)
+        write_image(str(tmp_path / 'src' / f'{i}.png'), src)
+        write_image(str(tmp_path / 'bgr' / f'{i}.png'), bgr)
+    args = ['--src', str(tmp_path / 'src'), '--bgr', str(tmp_path / 'bgr'), '--output-types', 'pha', 'fgr',
+            '--model-refine-mode', 'thresholding', '--model-refine-threshold', '0.2', '--batch-size', '2']
+    assert run(checkpoint, *args, '--output-dir', str(tmp_path / 'dy'), '--backend', 'dygraph') == 0
+    assert run(checkpoint, *args, '--output-dir', str(tmp_path / 'ex'), '--backend', backend) == 0
+    for i in range(2):
+        for t in ('pha', 'fgr'):
+            a, b = (read_image(str(tmp_path / d / t / f'{i}.png')) for d in ('dy', 'ex'))
+            assert np.abs(a - b).max() <= 1.5 / 255

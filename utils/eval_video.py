@@ -38,8 +38,8 @@ class ClipModel:
     """Runs the model over a clip's composites in frame order, --seq-chunk frames per call, from a fresh
     recurrent state; BGMv2 gets the clip's bgr/ frames as plates. Yields 8-bit predictions (as saved PNGs)."""
 
-    def __init__(self, args):
-        self.runner = create_runner(args)
+    def __init__(self, args, frames):
+        self.runner = create_runner(args, frames)
         self.chunk = args.seq_chunk
         self.inputs = ('com',) if args.model_type == 'rvm' else ('com', 'bgr')
         self.save_dir = os.path.join(args.output_dir, 'pred') if args.save_pred else None
@@ -136,7 +136,7 @@ def evaluate_clips(args, data_dir, settings):
     todo = [(name, directory) for name, directory in clips if name not in done]
     lengths = {name: frame_count(directory) for name, directory in todo}
     if todo:        # a finished run only reprints its results: no model needed
-        predict = ClipFolder(args.pred_dir) if args.pred_dir else ClipModel(args)
+        predict = ClipFolder(args.pred_dir) if args.pred_dir else ClipModel(args, sum(lengths.values()))
     failed = []
     total = sum(lengths.values()) + sum(map(len, done.values()))
     with progress(total, total - sum(lengths.values()), 'frame') as bar:

@@ -46,6 +46,21 @@ def add_model_args(parser, refine_threshold=0.7):
     return g
 
 
+def add_backend_args(parser):
+    """--backend, --threads and --precision of the entry points that run a model."""
+    from utils.inference import BACKENDS
+    g = parser.add_argument_group('backend')
+    g.add_argument('--backend', choices=('auto',) + BACKENDS, default='auto',
+                   help='dygraph: the Paddle model itself; inference: Paddle Inference on an export (oneDNN on '
+                        'CPU; about 5x faster there); onnxruntime: its ONNX conversion (needs paddle2onnx and '
+                        'onnxruntime). auto (default): inference on CPU when there are more than 8 frames, '
+                        'else dygraph. Exports are made on the fly; tools/export.py writes them once')
+    g.add_argument('--threads', type=int, default=os.cpu_count() or 1,
+                   help='CPU threads of the inference and onnxruntime backends (default: all cores)')
+    g.add_argument('--precision', choices=['fp32', 'fp16'], default='fp32', help='fp16 needs --device gpu')
+    return g
+
+
 def default_device():
     return 'gpu' if paddle.device.is_compiled_with_cuda() else 'cpu'
 
