@@ -38,7 +38,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--src', '--images-src', '--video-src', dest='src', default=None,
                    help='photo, folder (searched recursively), glob pattern in quotes, or video. '
-                        f'Default: the demo photos in image/src/ (with --preprocess-alignment)')
+                        'Default: the demo photos in image/src/ (with --preprocess-alignment)')
     p.add_argument('--bgr', '--images-bgr', '--video-bgr', dest='bgr', default=None,
                    help='background plate(s) captured without the subject: one image for all inputs, a folder '
                         'or glob paired with --src by relative path and name (suffixes such as _src/_bgr are '

@@ -14,7 +14,7 @@ import pytest
 from conftest import DATA, ROOT
 from seeded import make_weights, to_paddle_names
 from utils.checkpoint import detect_model, detect_options, load_state_dict, load_weights
-from utils.torch_format import (StorageRef, StorageType, TensorRef, _tensor_array, load_torch, save_torch_legacy,
+from utils.torch_format import (StorageRef, StorageType, TensorRef, _tensor_array, save_torch_legacy,
                                 save_torch_zip)
 
 CONVERT = os.path.join(ROOT, 'tools', 'convert_weights.py')
