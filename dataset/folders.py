@@ -10,7 +10,8 @@ A folder of RGBA images with no such children (PhotoMatte85) pairs each file wit
 """
 import os
 
-from utils.io import IMAGE_EXTENSIONS, list_images
+from utils.io import IMAGE_EXTENSIONS, read_alpha, read_image, read_rgba
+from utils.pairing import by_stem, list_images, pair_up
 
 FGR_NAMES = ('fgr', 'fg', 'foreground', 'original')
 PHA_NAMES = ('pha', 'alpha', 'gt', 'mask', 'matte')
@@ -35,24 +36,6 @@ def _child(root, names):
     return os.path.join(root, found[0]) if found else None
 
 
-def _by_stem(directory):
-    """{relative path without extension: path}; two files with the same stem are an error."""
-    table = {}
-    for path in list_images(directory):
-        stem = os.path.splitext(os.path.relpath(path, directory))[0]
-        if stem in table:
-            raise ValueError(f"{directory}: {os.path.basename(table[stem])} and {os.path.basename(path)} "
-                             f"have the same name; cannot tell which one pairs")
-        table[stem] = path
-    return table
-
-
-def _unpaired_message(root, missing):
-    lines = [f"  {where}: {', '.join(names[:10])}" + (f" ... ({len(names)} in all)" if len(names) > 10 else "")
-             for where, names in missing if names]
-    return f"{root}: files that do not pair up by name:\n" + "\n".join(lines)
-
-
 def is_matting_folder(root):
     return os.path.isdir(root) and _child(root, FGR_NAMES) is not None and _child(root, PHA_NAMES) is not None
 
@@ -68,18 +51,12 @@ def matting_pairs(root):
     if fgr_dir is None or pha_dir is None:
         raise ValueError(f"{root}: expected a foreground folder ({'/'.join(FGR_NAMES)}) and an alpha folder "
                          f"({'/'.join(PHA_NAMES)}), found {sorted(os.listdir(root))}")
-    fgr, pha = _by_stem(fgr_dir), _by_stem(pha_dir)
-    tri = _by_stem(tri_dir) if tri_dir else {}
-    missing = [(f"in {os.path.basename(fgr_dir)}/ without alpha", sorted(fgr.keys() - pha.keys())),
-               (f"in {os.path.basename(pha_dir)}/ without foreground", sorted(pha.keys() - fgr.keys()))]
-    if tri_dir:
-        missing.append((f"without trimap in {os.path.basename(tri_dir)}/",
-                        sorted(fgr.keys() & pha.keys() - tri.keys())))
-    if any(names for _, names in missing):
-        raise ValueError(_unpaired_message(root, missing))
-    if not fgr:
-        raise ValueError(f"{root}: {os.path.basename(fgr_dir)}/ and {os.path.basename(pha_dir)}/ hold no images")
-    return [(fgr[k], pha[k], tri.get(k)) for k in sorted(fgr)]
+    tables = {os.path.basename(d) + '/': by_stem(d) for d in (fgr_dir, pha_dir, tri_dir) if d}
+    labels = list(tables)
+    pairs = pair_up(tables, exact=labels[:2], where=root)
+    if not pairs:
+        raise ValueError(f"{root}: {labels[0]} and {labels[1]} hold no images")
+    return [(paths[labels[0]], paths[labels[1]], paths.get(labels[2]) if tri_dir else None) for _, paths in pairs]
 
 
 def find_pairs(root):
@@ -104,3 +81,22 @@ def find_pairs(root):
         raise ValueError(f"{root}: no matting folder (fgr/ + pha/, fg/ + alpha/, FG/ + GT/, original/ + mask/) "
                          f"and no RGBA images found")
     return [(path, path, None) for path in files]
+
+
+def pair_stem(root, fgr_path):
+    """A pair's name: its foreground's path relative to `root` without extension and without the foreground
+    folder (fgr/0001.png -> 0001, Adobe/fg/x.jpg -> Adobe/x)."""
+    parts = os.path.splitext(os.path.relpath(fgr_path, root))[0].split(os.sep)
+    fgr_dir = next((i for i, part in enumerate(parts[:-1]) if part.lower() in FGR_NAMES), None)
+    return '/'.join(parts[:fgr_dir] + parts[fgr_dir + 1:] if fgr_dir is not None else parts)
+
+
+def read_pair(fgr_path, pha_path):
+    """(fgr H x W x 3, pha H x W) float32; pha_path == fgr_path means an RGBA file (PhotoMatte85)."""
+    if pha_path == fgr_path:
+        return read_rgba(fgr_path)
+    fgr, pha = read_image(fgr_path), read_alpha(pha_path)
+    if pha.shape != fgr.shape[:2]:
+        raise ValueError(f"{fgr_path} is {fgr.shape[1]}x{fgr.shape[0]} but its alpha {pha_path} is "
+                         f"{pha.shape[1]}x{pha.shape[0]}")
+    return fgr, pha

@@ -1,40 +1,49 @@
-"""Training and validation samples: (foreground, alpha) pairs zipped with cycling backgrounds.
+"""Training and validation samples: (foreground, alpha) pairs zipped with cycling backgrounds. numpy only, so
+worker processes load them without Paddle.
 
 Determinism: the sampler yields keys (epoch, index) instead of bare indices; a sample's augmentation is
 seeded by (seed, epoch, index) and a batch's by (seed, its keys), so the data of step N are the same
 whichever worker loads them and whether or not the run was resumed in between.
+Unreadable files: a pair or background that cannot be read (corrupt, truncated, sizes that differ) is replaced
+by the next one in the list, and the sample reports it (`Sample.problems`) so the trainer can warn once; only
+when MAX_SUBSTITUTES files in a row fail does loading stop, with their names.
 """
 import math
+from typing import NamedTuple
 
-import cv2
 import numpy as np
-import paddle
-
-from utils.io import ImageReadError, read_alpha, read_image
 
 from .augmentation import augment_background, augment_pair, composite_augment, draw_batch_params, \
     random_crop_size, resize_and_center_crop
+from .folders import read_pair
+from utils.io import read_image
+
+MAX_SUBSTITUTES = 8
 
 
-def read_pair(fgr_path, pha_path):
-    """(fgr H x W x 3, pha H x W); pha_path == fgr_path means an RGBA file (PhotoMatte85)."""
-    fgr = read_image(fgr_path)
-    if pha_path == fgr_path:
-        rgba = cv2.imdecode(np.fromfile(fgr_path, np.uint8), cv2.IMREAD_UNCHANGED)
-        if rgba is None or rgba.ndim != 3 or rgba.shape[2] != 4:
-            raise ImageReadError(f"{fgr_path}: no alpha channel (a folder without fgr/ and pha/ must hold RGBA images)")
-        pha = rgba[:, :, 3].astype(np.float32) / np.float32(np.iinfo(rgba.dtype).max)
-    else:
-        pha = read_alpha(pha_path)
-    if pha.shape != fgr.shape[:2]:
-        raise ValueError(f"{fgr_path} is {fgr.shape[1]}x{fgr.shape[0]} but its alpha {pha_path} is "
-                         f"{pha.shape[1]}x{pha.shape[0]}")
-    return fgr, pha
+class Sample(NamedTuple):
+    key: tuple               # (epoch, index)
+    fgr: np.ndarray          # size x size x 3
+    pha: np.ndarray          # size x size
+    bgr: np.ndarray          # size x size x 3
+    problems: tuple          # messages about files replaced by the next one
 
 
-class MattingDataset(paddle.io.Dataset):
-    """Item (epoch, i) -> (key, fgr, pha, bgr) at `size` x `size`, as the official ZipDataset: the length is
-    the longer of the two lists and the shorter one cycles.
+def read_first(paths, start, read):
+    """read(paths[i]) for the first readable i from `start` on (cycling) -> (value, problems)."""
+    problems = []
+    for i in range(start, start + MAX_SUBSTITUTES + 1):
+        path = paths[i % len(paths)]
+        try:
+            return read(path), tuple(problems)
+        except ValueError as e:           # ImageReadError, size mismatch: the message names the file
+            problems.append(str(e))
+    raise ValueError(f"{len(problems)} files in a row cannot be read; the first: {problems[0]}")
+
+
+class MattingDataset:
+    """Item (epoch, i) -> Sample at `size` x `size`, as the official ZipDataset: the length is the longer of the
+    two lists and the shorter one cycles.
 
     train=False gives the validation transforms (no flip/blur/jitter, milder zoom) and ignores the epoch.
     """
@@ -51,38 +60,41 @@ class MattingDataset(paddle.io.Dataset):
     def __getitem__(self, key):
         epoch, i = key if isinstance(key, tuple) else (0, int(key))
         rng = np.random.default_rng([self.seed, epoch if self.train else 0, i])
-        fgr_path, pha_path = self.pairs[i % len(self.pairs)][:2]
-        fgr, pha = read_pair(fgr_path, pha_path)
-        bgr = read_image(self.backgrounds[i % len(self.backgrounds)])
+        (fgr, pha), bad_pairs = read_first(self.pairs, i, lambda pair: read_pair(*pair[:2]))
+        bgr, bad_backgrounds = read_first(self.backgrounds, i, read_image)
         size = (self.size, self.size)
         fgr, pha = augment_pair(fgr, pha, size, rng, self.pair_scale, self.train)
         bgr = augment_background(bgr, size, rng, self.train)
-        return (epoch, i), fgr, pha, bgr
+        return Sample((epoch, i), fgr, pha, bgr, bad_pairs + bad_backgrounds)
 
 
-class EpochSampler(paddle.io.DistributedBatchSampler):
-    """DistributedBatchSampler whose shuffle is seeded by (seed, epoch), whose items are (epoch, index) keys
-    and which can start at any batch of an epoch (resume). Each rank takes every nranks-th index of the
-    shuffled (wrap-padded) list; incomplete batches are dropped in training so that every step sees
-    `batch_size` samples per rank."""
+class EpochSampler:
+    """Batches of (epoch, index) keys: a shuffle seeded by (seed, epoch), split over `world` processes as
+    paddle's DistributedBatchSampler splits it (each rank takes every world-th index of the wrap-padded list),
+    starting at any batch of an epoch (resume). Incomplete batches are dropped in training so that every step
+    sees `batch_size` samples per rank."""
 
-    def __init__(self, dataset, batch_size, seed=0, shuffle=True, drop_last=True):
-        super().__init__(dataset, batch_size, shuffle=shuffle, drop_last=drop_last)
-        self.seed, self.start_batch = seed, 0
+    def __init__(self, size, batch_size, seed=0, shuffle=True, drop_last=True, rank=0, world=1):
+        self.size, self.batch_size, self.seed, self.shuffle, self.drop_last = size, batch_size, seed, shuffle, drop_last
+        self.rank, self.world = rank, world
+        self.num_samples = math.ceil(size / world)
+        self.epoch, self.start_batch = 0, 0
 
     def set_position(self, epoch, batch):
         self.epoch, self.start_batch = epoch, batch
 
     def __iter__(self):
-        n = len(self.dataset)
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
-        order = np.resize(order, self.total_size)[self.local_rank::self.nranks]
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size) if self.shuffle \
+            else np.arange(self.size)
+        order = np.resize(order, self.num_samples * self.world)[self.rank::self.world]
         for b in range(self.start_batch, len(self)):
             yield [(self.epoch, int(i)) for i in order[b * self.batch_size:(b + 1) * self.batch_size]]
         self.start_batch = 0
 
     def __len__(self):
-        return self.num_samples // self.batch_size if self.drop_last else math.ceil(self.num_samples / self.batch_size)
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
 
 
 def chw(batch):
@@ -101,17 +113,18 @@ class Collate:
         self.seed, self.augment, self.multiple = seed, augment, multiple
 
     def __call__(self, samples):
-        keys = [k for s in samples for k in s[0]]
+        keys = [k for s in samples for k in s.key]
         rng = np.random.default_rng([self.seed, 1] + keys)     # 1: a stream apart from the samples'
         pha, fgr, src, bgr = [], [], [], []
         if self.augment:
-            size = random_crop_size(rng, samples[0][1].shape[0], self.multiple)
+            size = random_crop_size(rng, samples[0].fgr.shape[0], self.multiple)
             params = draw_batch_params(rng)
-        for _, f, p, b in samples:
+        for s in samples:
+            f, p, b = s.fgr, s.pha, s.bgr
             if self.augment:
                 f, p, b = (resize_and_center_crop(x, size) for x in (f, p, b))
-                s, b = composite_augment(f, p, b, rng, params)
+                c, b = composite_augment(f, p, b, rng, params)
             else:
-                s = f * p[..., None] + b * (1 - p[..., None])
-            pha.append(p), fgr.append(f), src.append(s), bgr.append(b)
+                c = f * p[..., None] + b * (1 - p[..., None])
+            pha.append(p), fgr.append(f), src.append(c), bgr.append(b)
         return [chw(x) for x in (pha, fgr, src, bgr)]

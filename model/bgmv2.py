@@ -3,24 +3,22 @@
 The same network as the official PyTorch model, layer for layer and name for name, so the released
 `pytorch_<backbone>.pth` checkpoints convert by renaming BatchNorm statistics only.
 """
-import math
+import collections
 
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from . import static_ops as ops
 from .backbones import MobileNetV2Encoder, ResNetEncoder
 from .backbones.resnet import batch_norm
 
 BACKBONES = ('resnet50', 'resnet101', 'mobilenetv2')
 REFINE_MODES = ('full', 'sampling', 'thresholding')
 
-
-def resize(x, size, mode='bilinear'):
-    """Resize to an explicit size (Paddle's `scale_factor` samples differently from torch's)."""
-    if mode == 'nearest':
-        return F.interpolate(x, size=size, mode='nearest')
-    return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+# the official tuple orders, with names (a static graph returns the plain tuple in the same order)
+BaseOutput = collections.namedtuple('BaseOutput', 'pha fgr err hid')
+RefineOutput = collections.namedtuple('RefineOutput', 'pha fgr pha_sm fgr_sm err_sm ref_sm')
 
 
 class ASPP(nn.Layer):
@@ -42,8 +40,7 @@ class ASPP(nn.Layer):
     def forward(self, x):
         branches = [conv(x) for conv in self.convs[:-1]]
         pooled = self.convs[-1](x)                         # B x 256 x 1 x 1
-        # torchvision resizes the 1x1 map bilinearly (Tensor.expand_as has no legacy static kernel in Paddle 3.3)
-        branches.append(resize(pooled, branches[0].shape[2:]))
+        branches.append(ops.resize_pooled(pooled, branches[0].shape[2:]))
         return self.project(paddle.concat(branches, axis=1))
 
 
@@ -62,13 +59,13 @@ class Decoder(nn.Layer):
         self.relu = nn.ReLU()
 
     def forward(self, x4, x3, x2, x1, x0):
-        x = paddle.concat([resize(x4, x3.shape[2:]), x3], axis=1)
+        x = paddle.concat([ops.resize(x4, x3.shape[2:]), x3], axis=1)
         x = self.relu(self.bn1(self.conv1(x)))
-        x = paddle.concat([resize(x, x2.shape[2:]), x2], axis=1)
+        x = paddle.concat([ops.resize(x, x2.shape[2:]), x2], axis=1)
         x = self.relu(self.bn2(self.conv2(x)))
-        x = paddle.concat([resize(x, x1.shape[2:]), x1], axis=1)
+        x = paddle.concat([ops.resize(x, x1.shape[2:]), x1], axis=1)
         x = self.relu(self.bn3(self.conv3(x)))
-        x = paddle.concat([resize(x, x0.shape[2:]), x0], axis=1)
+        x = paddle.concat([ops.resize(x, x0.shape[2:]), x0], axis=1)
         return self.conv4(x)
 
 
@@ -110,7 +107,7 @@ def check_pair(src, bgr, multiple=1):
 class MattingBase(Base):
     """Coarse network at the input resolution.
 
-    forward(src, bgr) -> (pha, fgr, err, hid): B x {1, 3, 1, 32} x H x W.
+    forward(src, bgr) -> BaseOutput(pha, fgr, err, hid): B x {1, 3, 1, 32} x H x W.
     """
 
     def __init__(self, backbone):
@@ -123,7 +120,7 @@ class MattingBase(Base):
         fgr = paddle.clip(x[:, 1:4] + src, 0., 1.)
         err = paddle.clip(x[:, 4:5], 0., 1.)
         hid = F.relu(x[:, 5:])
-        return pha, fgr, err, hid
+        return BaseOutput(pha, fgr, err, hid)
 
 
 class Refiner(nn.Layer):
@@ -164,14 +161,11 @@ class Refiner(nn.Layer):
         coarse = paddle.concat([hid, pha, fgr], axis=1)                # B x 36 x h x w
         if self.mode == 'full':
             return self.refine_full(paddle.concat([src, bgr], axis=1), coarse)
-        ref = self.select_refinement_regions(resize(err, [H // 4, W // 4]))
-        idx = paddle.nonzero(ref[:, 0])                                # P x 3 rows of (b, y, x)
-        out = resize(paddle.concat([pha, fgr], axis=1), [H, W])
-        # one dummy patch at (0, 0, 0) appended, written nowhere: no op sees an empty batch when nothing is
-        # selected (exported graphs and oneDNN fail on empty tensors; a branch on P would not export)
-        idx = paddle.concat([idx, paddle.zeros([1, 3], idx.dtype)])
-        patches = self.refine_patches(src, bgr, coarse, idx)               # P+1 x 4 x 4 x 4
-        out = replace_patch(out, patches, idx)
+        ref = self.select_refinement_regions(ops.resize(err, [H // 4, W // 4]))
+        idx = ops.with_dummy(paddle.nonzero(ref[:, 0]))                # P+1 x 3 rows of (b, y, x)
+        out = ops.resize(paddle.concat([pha, fgr], axis=1), [H, W])
+        patches = self.refine_patches(src, bgr, coarse, idx)           # P+1 x 4 x 4 x 4
+        out = ops.scatter_patches(out, patches, idx)
         return out[:, :1], out[:, 1:], ref
 
     def select_refinement_regions(self, err):
@@ -181,14 +175,7 @@ class Refiner(nn.Layer):
         b, _, h, w = err.shape
         flat = err.reshape([b, -1])
         k = self.sample_pixels // 16
-        ref = paddle.zeros_like(flat)
-        if k > 0:
-            # the official code fails when k exceeds the map (small images). k values of -1 appended:
-            # picked only once every patch is, then cut off. No shape-dependent branch, so it exports.
-            padded = paddle.concat([flat, paddle.full([b, k], -1., flat.dtype)], axis=1)
-            idx = paddle.topk(padded, k, axis=1, sorted=False)[1]
-            ref = paddle.put_along_axis(paddle.zeros_like(padded), idx, paddle.ones_like(idx, dtype=flat.dtype),
-                                        axis=1)[:, :-k]
+        ref = ops.topk_mask(flat, k) if k > 0 else paddle.zeros_like(flat)
         if self.prevent_oversampling:
             ref = ref * (flat > 0).astype(flat.dtype)
         return ref.reshape([b, 1, h, w])
@@ -199,25 +186,25 @@ class Refiner(nn.Layer):
         half_pad, full_pad = (3, 2) if self.kernel_size == 3 else (0, 0)
         half = [H // 2, W // 2]
         # crops read channel-major planes (C x B x H x W); transposed where the map is smallest
-        x = crop_patch(resize(planes(coarse), half), idx, 2, half_pad)              # P x 36 x 8 x 8
-        y = [crop_patch(planes(resize(image, half)), idx, 2, half_pad) for image in (src, bgr)]
+        x = ops.gather_patches(ops.resize(ops.planes(coarse), half), idx, 2, half_pad)     # P x 36 x 8 x 8
+        y = [ops.gather_patches(ops.planes(ops.resize(image, half)), idx, 2, half_pad) for image in (src, bgr)]
         x = self.relu(self.bn1(self.conv1(paddle.concat([x] + y, axis=1))))
         x = self.relu(self.bn2(self.conv2(x)))                                      # P x 16 x 4 x 4
         size = 8 if self.kernel_size == 3 else 4
-        x = resize(x, [size, size], 'nearest')
-        y = [crop_patch(planes(image), idx, 4, full_pad) for image in (src, bgr)]   # P x 3 x 8 x 8 each
+        x = ops.resize(x, [size, size], 'nearest')
+        y = [ops.gather_patches(ops.planes(image), idx, 4, full_pad) for image in (src, bgr)]  # P x 3 x 8 x 8
         x = self.relu(self.bn3(self.conv3(paddle.concat([x] + y, axis=1))))
         return self.conv4(x)                                                        # P x 4 x 4 x 4
 
     def refine_full(self, src_bgr, coarse):
         B, H, W = src_bgr.shape[0], src_bgr.shape[2], src_bgr.shape[3]
         pad = 3 if self.kernel_size == 3 else 0
-        x = F.pad(resize(coarse, [H // 2, W // 2]), [pad] * 4)
-        y = F.pad(resize(src_bgr, [H // 2, W // 2]), [pad] * 4)
+        x = F.pad(ops.resize(coarse, [H // 2, W // 2]), [pad] * 4)
+        y = F.pad(ops.resize(src_bgr, [H // 2, W // 2]), [pad] * 4)
         x = self.relu(self.bn1(self.conv1(paddle.concat([x, y], axis=1))))
         x = self.relu(self.bn2(self.conv2(x)))
         pad = 2 if self.kernel_size == 3 else 0
-        x = resize(x, [H + 2 * pad, W + 2 * pad], 'nearest')
+        x = ops.resize(x, [H + 2 * pad, W + 2 * pad], 'nearest')
         y = F.pad(src_bgr, [pad] * 4)
         x = self.relu(self.bn3(self.conv3(paddle.concat([x, y], axis=1))))
         x = self.conv4(x)
@@ -225,59 +212,10 @@ class Refiner(nn.Layer):
         return x[:, :1], x[:, 1:], ref
 
 
-def planes(x):
-    """B x C x H x W -> C x B x H x W: a patch gather then indexes pixels, not pixels times channels."""
-    return x.transpose([1, 0, 2, 3])
-
-
-def window(idx, size, padding):
-    """Rows and columns (P x K each, K = size + 2 * padding) of the windows at stride `size` around each
-    (b, y, x) of idx."""
-    offsets = paddle.arange(size + 2 * padding, dtype=idx.dtype) - padding
-    return idx[:, 1:2] * size + offsets, idx[:, 2:3] * size + offsets
-
-
-def crop_patch(x, idx, size, padding):
-    """Patches of K = size + 2 * padding pixels at stride `size` around each (b, y, x) of idx, zero outside
-    the image: x C x B x H x W (channel-major, see planes) -> P x C x K x K.
-
-    One gather of pixel positions: no unfold or padded copy of the whole map. P must not be 0.
-    """
-    C, B, H, W = x.shape
-    k = size + 2 * padding
-    ys, xs = window(idx, size, padding)
-    inside_y = (ys >= 0).astype(idx.dtype) * (ys < H).astype(idx.dtype)
-    inside_x = (xs >= 0).astype(idx.dtype) * (xs < W).astype(idx.dtype)
-    # pixels outside the image read row/column 0 and are zeroed by the mask
-    pixel = (idx[:, 0:1] * (H * W) + ys * inside_y * W).unsqueeze(2) + (xs * inside_x).unsqueeze(1)
-    patches = paddle.gather(x.reshape([C, -1]), pixel.reshape([-1]), axis=1).reshape([C, -1, k, k])
-    inside = (inside_y.unsqueeze(2) * inside_x.unsqueeze(1)).unsqueeze(1).astype(x.dtype)
-    return patches.transpose([1, 0, 2, 3]) * inside
-
-
-def replace_patch(x, patches, idx):
-    """Overwrite the 4x4 blocks of x (B x C x H x W) at each (b, y, x) of idx with patches (P x C x 4 x 4).
-
-    One functional scatter into the flat tensor (index assignment into a view writes the wrong elements in
-    Paddle's dygraph). The last patch is the dummy of Refiner.forward: it goes to a spare block appended to
-    the flat tensor and cut off after, so no op sees an empty tensor and the dummy touches nothing.
-    """
-    B, C, H, W = x.shape
-    ys, xs = window(idx, 4, 0)
-    pixel = (idx[:, 0:1] * (C * H * W) + ys * W).unsqueeze(2) + xs.unsqueeze(1)          # P x 4 x 4
-    positions = pixel.unsqueeze(1) + (paddle.arange(C, dtype=idx.dtype) * (H * W)).reshape([1, -1, 1, 1])
-    spare = B * C * H * W + paddle.arange(C * 16, dtype=idx.dtype).reshape([1, C, 4, 4])
-    dummy = (paddle.arange(idx.shape[0]) == idx.shape[0] - 1).astype(idx.dtype).reshape([-1, 1, 1, 1])
-    positions = positions + dummy * (spare - positions)         # arithmetic, not a slice: P may be 0
-    flat = paddle.concat([x.reshape([-1]), paddle.zeros([C * 16], x.dtype)])
-    flat = paddle.scatter(flat, positions.reshape([-1]), patches.reshape([-1]), overwrite=True)
-    return flat[:-C * 16].reshape([B, C, H, W])
-
-
 class MattingRefine(MattingBase):
     """Base network at `backbone_scale`, refiner at full resolution.
 
-    forward(src, bgr) -> (pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm), as the official model.
+    forward(src, bgr) -> RefineOutput(pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm), as the official model.
     H and W must be divisible by 4.
     """
 
@@ -292,12 +230,8 @@ class MattingRefine(MattingBase):
 
     def forward(self, src, bgr):
         check_pair(src, bgr, multiple=4)
-        H, W = src.shape[2], src.shape[3]
-        # floor(H * s) as torch's recompute_scale_factor=True computes it
-        size = [math.floor(H * self.backbone_scale), math.floor(W * self.backbone_scale)] \
-            if isinstance(H, int) else [(H * self.backbone_scale).astype('int32'),   # truncation = floor
-                                        (W * self.backbone_scale).astype('int32')]
-        src_sm, bgr_sm = resize(src, size), resize(bgr, size)
+        size = ops.scaled_size(src.shape[2], src.shape[3], self.backbone_scale)
+        src_sm, bgr_sm = ops.resize(src, size), ops.resize(bgr, size)
         # Base.forward; an unbound call would escape static-graph conversion
         x = super(MattingBase, self).forward(paddle.concat([src_sm, bgr_sm], axis=1))
         pha_sm = paddle.clip(x[:, 0:1], 0., 1.)
@@ -308,4 +242,4 @@ class MattingRefine(MattingBase):
         pha = paddle.clip(pha, 0., 1.)
         fgr = paddle.clip(fgr + src, 0., 1.)
         fgr_sm = paddle.clip(src_sm + fgr_sm, 0., 1.)
-        return pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm
+        return RefineOutput(pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm)

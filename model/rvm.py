@@ -4,7 +4,7 @@ The same network as the official PyTorch model (PeterL1n/RobustVideoMatting), la
 name, so `rvm_mobilenetv3.pth` / `rvm_resnet50.pth` convert by renaming BatchNorm statistics only.
 Every layer except the ConvGRUs sees frames: a (B, T, C, H, W) chunk is folded to (B*T, C, H, W) around it.
 """
-import math
+import collections
 
 import paddle
 import paddle.nn as nn
@@ -12,9 +12,14 @@ import paddle.nn.functional as F
 
 from .backbones.mobilenetv3 import MobileNetV3LargeEncoder
 from .backbones.resnet import ResNetEncoder, batch_norm
+from .static_ops import downsample, resize
 
 VARIANTS = ('mobilenetv3', 'resnet50')
 REFINERS = ('deep_guided_filter', 'fast_guided_filter')
+
+# the official list orders, with names (a static graph returns the plain tuple in the same order)
+MattingOutput = collections.namedtuple('MattingOutput', 'fgr pha r1 r2 r3 r4')
+SegmentationOutput = collections.namedtuple('SegmentationOutput', 'seg r1 r2 r3 r4')
 
 
 def fold(layer, *tensors):
@@ -25,30 +30,6 @@ def fold(layer, *tensors):
     out = layer(*[t.flatten(0, 1) for t in tensors])
     unfold = lambda t: t.reshape([batch, time] + t.shape[1:])
     return [unfold(t) for t in out] if isinstance(out, (list, tuple)) else unfold(out)
-
-
-def resize(x, size):
-    return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
-
-
-@paddle.jit.not_to_static
-def whole_size(shape, ratio):
-    """[floor(H*ratio), floor(W*ratio)] when the sizes are known and both products whole numbers, else None."""
-    if not all(isinstance(s, int) and s > 0 for s in shape):
-        return None
-    size = [math.floor(s * ratio) for s in shape]
-    return size if all(s * ratio - f < 1e-6 for s, f in zip(shape, size)) else None
-
-
-def downsample(x, ratio):
-    """torch's interpolate(scale_factor=ratio, recompute_scale_factor=False): output floor(H*ratio), sampled at
-    (dst + 0.5) / ratio - 0.5 (Paddle's scale_factor does the same; a rounded size would resample). When H*ratio
-    and W*ratio are whole, as for the usual ratios and resolutions, an explicit size samples identically, so a
-    static-shape export carries no scale_factor (which paddle2onnx rejects)."""
-    size = whole_size(x.shape[-2:], ratio)
-    if size is not None:
-        return resize(x, size)
-    return F.interpolate(x, scale_factor=ratio, mode='bilinear', align_corners=False)
 
 
 def upsample2_crop(x, like):
@@ -255,7 +236,8 @@ class FastGuidedFilterRefiner(nn.Layer):
 
 
 class MattingNetwork(nn.Layer):
-    """forward(src, r1..r4, downsample_ratio, segmentation_pass) -> [fgr, pha, r1..r4] or [seg, r1..r4].
+    """forward(src, r1..r4, downsample_ratio, segmentation_pass) -> MattingOutput(fgr, pha, r1..r4) or
+    SegmentationOutput(seg, r1..r4), the official lists with names.
 
     src is RGB in [0, 1], (B, C, H, W) or (B, T, C, H, W); states are 4-D (the state after the last frame),
     None meaning zeros. fgr and pha are clamped to [0, 1]; seg is a logit at the downsampled resolution."""
@@ -286,11 +268,11 @@ class MattingNetwork(nn.Layer):
         f4 = fold(self.aspp, f4)
         hid, *rec = self.decoder(src_sm, f1, f2, f3, f4, r1, r2, r3, r4)
         if segmentation_pass:
-            return [fold(self.project_seg, hid), *rec]
+            return SegmentationOutput(fold(self.project_seg, hid), *rec)
         fgr_residual, pha = fold(self.project_mat, hid).split([3, 1], axis=-3)
         if downsample_ratio != 1:
             fgr_residual, pha = fold(self.refiner, src, src_sm, fgr_residual, pha, hid)
-        return [paddle.clip(fgr_residual + src, 0., 1.), paddle.clip(pha, 0., 1.), *rec]
+        return MattingOutput(paddle.clip(fgr_residual + src, 0., 1.), paddle.clip(pha, 0., 1.), *rec)
 
 
 class MattingNetworkStep(nn.Layer):
@@ -311,7 +293,7 @@ class MattingNetworkStep(nn.Layer):
         self.downsample_ratio = downsample_ratio
 
     def forward(self, src, r1, r2, r3, r4):
-        return tuple(self.model(src, r1, r2, r3, r4, downsample_ratio=self.downsample_ratio))
+        return self.model(src, r1, r2, r3, r4, downsample_ratio=self.downsample_ratio)
 
     @staticmethod
     def input_spec():

@@ -11,11 +11,12 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import DATA, ROOT
+import families
+from conftest import DATA, ROOT, build_model
 from seeded import make_weights, to_paddle_names
-from utils.checkpoint import detect_model, detect_options, load_state_dict, load_weights
-from utils.torch_format import (StorageRef, StorageType, TensorRef, _tensor_array, save_torch_legacy,
-                                save_torch_zip)
+from torch_writer import save_torch_legacy, save_torch_zip
+from utils.checkpoint import load_state_dict, load_weights
+from utils.torch_format import StorageRef, StorageType, TensorRef, _tensor_array
 
 CONVERT = os.path.join(ROOT, 'tools', 'convert_weights.py')
 
@@ -48,7 +49,6 @@ def test_zip_round_trip_through_the_converter(tmp_path, seeded_torch):
     assert sorted(loaded) == sorted(expected)
     for key, value in expected.items():
         np.testing.assert_array_equal(np.asarray(loaded[key]), value, err_msg=key)
-    from model import build_model
     build_model('mattingrefine', 'mobilenetv2').set_state_dict(loaded)     # the loading recipe
 
 
@@ -160,11 +160,12 @@ def test_load_weights_by_name_and_shape(tmp_path):
      ('rvm', 'resnet50'), {'refiner': 'fast_guided_filter'}),
 ])
 def test_detect_model(keys, model, options):
-    assert detect_model(keys) == model and detect_options(keys) == options
+    family, model_type, backbone, found = families.detect(keys)
+    assert (model_type, backbone) == model and found == options and model_type in family.model_types
 
 
 def test_unknown_layout_and_missing_file(tmp_path):
     with pytest.raises(ValueError, match='unknown checkpoint layout'):
-        detect_model(['fc.weight'])
+        families.detect(['fc.weight'])
     with pytest.raises(ValueError, match='not found'):
         load_state_dict(str(tmp_path / 'nope.pth'))

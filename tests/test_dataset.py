@@ -7,8 +7,8 @@ import pytest
 
 from dataset.augmentation import augment_background, augment_pair, color_jitter, eval_composite
 from dataset.config import load_roots, matting_split, split_dir
-from dataset.folders import find_pairs, image_files, matting_pairs
-from dataset.matting import Collate, EpochSampler, MattingDataset, read_pair
+from dataset.folders import find_pairs, image_files, matting_pairs, read_pair
+from dataset.matting import MAX_SUBSTITUTES, Collate, EpochSampler, MattingDataset
 from tools import make_synthetic_data
 from utils.io import write_image
 
@@ -40,7 +40,7 @@ def test_unpaired_files_are_listed(tmp_path):
 
 def test_missing_trimap_and_duplicate_names_are_errors(tmp_path):
     root = make_folder(tmp_path / 'one', ['a.png', 'b.png'], ['a.png', 'b.png'], ['a.png'])
-    with pytest.raises(ValueError, match='without trimap.*b'):
+    with pytest.raises(ValueError, match=r'fgr/b\.png has no partner in trimap/'):
         matting_pairs(root)
     root = make_folder(tmp_path / 'two', ['a.png', 'a.jpg'], ['a.png'])
     with pytest.raises(ValueError, match='same name'):
@@ -167,16 +167,14 @@ def test_dataset_sampler_and_collate_are_deterministic(tiny_set):
     assert len(ds) == 5                                      # the shorter list cycles
     one = ds[(2, 3)]
     assert np.array_equal(one[1], ds[(2, 3)][1]) and not np.array_equal(one[1], ds[(3, 3)][1])
-    sampler = EpochSampler(ds, 2, seed=1)
+    sampler = EpochSampler(len(ds), 2, seed=1)
     sampler.set_position(4, 0)
     epoch4 = list(sampler)
     assert len(epoch4) == 2 and all(k[0] == 4 for b in epoch4 for k in b)
     sampler.set_position(4, 1)
     assert list(sampler) == epoch4[1:]                       # resuming mid-epoch continues the same order
-    ranks = [EpochSampler(ds, 1, seed=1) for _ in range(2)]
-    for r, s in enumerate(ranks):
-        s.nranks, s.local_rank = 2, r
-        s.num_samples, s.total_size = 3, 6
+    ranks = [EpochSampler(len(ds), 1, seed=1, rank=r, world=2) for r in range(2)]
+    assert [len(s) for s in ranks] == [3, 3]
     seen = [k for s in ranks for b in s for k in b]
     assert {i for _, i in seen} == set(range(5))             # the ranks share the epoch out, wrap-padded
     collate = Collate(seed=1, augment=True, multiple=4)
@@ -208,3 +206,17 @@ def test_dataset_lists_weight_by_repetition():
     assert len(matting_split(roots, 'demo*3', 'valid', repeat=False)) == 3
     with pytest.raises(ValueError, match='NAME\\*K'):
         matting_split(roots, 'demo*x', 'train')
+
+
+def test_unreadable_files_are_replaced_by_the_next_and_reported(tiny_set, tmp_path):
+    pairs, bgrs = find_pairs(str(tiny_set / 'train')), image_files(str(tiny_set / 'backgrounds' / 'train'))
+    broken = tmp_path / 'broken.png'
+    broken.write_bytes(b'\x89PNG\r\n\x1a\n truncated')
+    ds = MattingDataset([(str(broken), pairs[0][1], None)] + pairs, [str(broken)] + bgrs, 32, train=True, seed=1)
+    sample = ds[(0, 0)]
+    assert len(sample.problems) == 2 and all(str(broken) in p for p in sample.problems)
+    good = MattingDataset(pairs, bgrs, 32, train=True, seed=1)[(0, 1)]
+    assert np.array_equal(sample.fgr.shape, good.fgr.shape) and good.problems == ()
+    hopeless = MattingDataset([(str(broken), str(broken), None)] * (MAX_SUBSTITUTES + 1), bgrs, 32, train=True)
+    with pytest.raises(ValueError, match='in a row cannot be read.*broken.png'):
+        hopeless[(0, 0)]

@@ -11,7 +11,9 @@ import paddle
 import pytest
 
 import eval as evaluation
-from model import build_model
+from conftest import build_model
+from dataset.folders import pair_stem
+from evaluation.images import derive_trimap
 from utils.io import read_alpha_u8, write_image
 from utils.metrics import dim_metrics
 
@@ -143,6 +145,6 @@ def test_derived_trimap_is_the_l1_band_of_the_old_reproduction():
             inside = (ys < h) & (xs < w) & (np.abs(ys - y) + np.abs(xs - x) <= radius)
             near = alpha[ys[inside], xs[inside]]
             want[y, x] = 255 if (near == 255).all() else 0 if (near == 0).all() else 128
-    np.testing.assert_array_equal(evaluation.derive_trimap(alpha, radius), want)
-    assert evaluation.pair_name('/d', '/d/fgr/a/b.png') == 'a/b'
-    assert evaluation.pair_name('/d', '/d/x/fg/b.jpg') == 'x/b' and evaluation.pair_name('/d', '/d/c.png') == 'c'
+    np.testing.assert_array_equal(derive_trimap(alpha, radius), want)
+    assert pair_stem('/d', '/d/fgr/a/b.png') == 'a/b'
+    assert pair_stem('/d', '/d/x/fg/b.jpg') == 'x/b' and pair_stem('/d', '/d/c.png') == 'c'

@@ -12,10 +12,13 @@ import paddle
 import pytest
 
 import eval as evaluation
-from dataset.videomatte_eval import clip_frames
-from model import build_model
-from utils.eval_video import official_means
-from utils.io import ImageReadError, read_alpha, read_image, write_image
+import config
+from dataset.clips import clip_frames
+from conftest import build_model
+from evaluation.video import official_means
+from utils.checkpoint import read_card
+from utils.io import read_alpha, read_image, write_image
+from utils.pairing import UnpairedError
 from utils.metrics import foreground_metrics, video_matte_metrics
 
 CLIPS, FRAMES, SIZE = ['motion/0001', 'static/0000'], ['0000', '0001', '0002'], 64
@@ -214,7 +217,7 @@ def test_bad_files_fail_their_clip_only_and_are_named(data, tmp_path, capsys):
 
     # a missing frame is named by its path
     os.remove(tmp_path / 'pred' / CLIPS[1] / 'pha' / '0002.png')
-    with pytest.raises(ImageReadError, match=os.path.join(CLIPS[1], 'pha', '0002')):
+    with pytest.raises(UnpairedError, match=os.path.join(CLIPS[1]) + '.*0002 has no partner in pha'):
         clip_frames(str(tmp_path / 'pred' / CLIPS[1]), ('pha',), frames=FRAMES)
 
 
@@ -227,15 +230,17 @@ def test_bgmv2_model_gets_the_clip_backgrounds_as_plates(data, tmp_path, capsys)
 
 def test_protocol_choice_and_misplaced_options(data, tmp_path):
     with pytest.raises(SystemExit, match='video protocol needs --data-dir'):
-        evaluation.main(['--model-type', 'rvm', '--output-dir', str(tmp_path)])
+        evaluation.main(['--model-type', 'rvm', '--model-checkpoint', str(data / 'rvm.pdparams'), '--output-dir',
+                         str(tmp_path)])
     with pytest.raises(SystemExit, match='evaluated with the video protocol'):
         run(data, tmp_path, '--protocol', 'image')
     with pytest.raises(SystemExit, match='--resolution: not an option of the video protocol'):
         run(data, tmp_path, '--resolution', '32')
-    args = evaluation.parse_args(['--data-dir', str(data / 'test'), '--pred-dir', str(tmp_path)])
-    assert evaluation.choose_protocol(args) == 'video'                    # found the com/ folders
-    args = evaluation.parse_args(['--data-dir', str(data / 'test' / CLIPS[0] / 'pha'), '--pred-dir', str(tmp_path)])
-    assert evaluation.choose_protocol(args) == 'image'
+    def protocol(*argv):
+        args = evaluation.parser().parse_args(list(argv))
+        return config.resolve_eval(args, config.resolve_model(args, read_card, demo=False)).protocol
+    assert protocol('--data-dir', str(data / 'test'), '--pred-dir', str(tmp_path)) == 'video'   # found com/ folders
+    assert protocol('--data-dir', str(data / 'test' / CLIPS[0] / 'pha'), '--pred-dir', str(tmp_path)) == 'image'
 
 
 @pytest.mark.parametrize('hr', [False, True])

@@ -1,4 +1,4 @@
-"""Exported BGMv2 (utils/inference.py, tools/export.py) gives the dygraph model's outputs on every backend and
+"""Exported BGMv2 (inference/backends.py, tools/export.py) gives the dygraph model's outputs on every backend and
 at every batch size, including an empty patch selection and more patches requested than the map has."""
 import json
 import os
@@ -9,10 +9,9 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT
-from model import build_model
+from conftest import ROOT, build_model
 from utils.checkpoint import save_atomic
-from utils.inference import DygraphBackend, PaddleInferenceBackend, create_backend, export_model, has_pir
+from inference.backends import DygraphBackend, PaddleInferenceBackend, create_backend, export_model, has_pir
 
 ATOL = 1e-4      # oneDNN and ONNX Runtime convolutions sum in another order than Paddle's dygraph kernels
 
@@ -64,6 +63,30 @@ def thresholding(tmp_path_factory):
         onnx = False
     export_model(model, folder, onnx=onnx)
     return model, folder
+
+
+@pytest.mark.parametrize('graphsurgeon', ['installed', 'missing'])
+def test_onnx_export_downloads_nothing(tmp_path, graphsurgeon):
+    """paddle2onnx folds constants with polygraphy and lets it pip-install a missing onnx_graphsurgeon at run
+    time; polygraphy runs POLYGRAPHY_INSTALL_CMD for that, here a command that records its call."""
+    pytest.importorskip('paddle2onnx')
+    marker = tmp_path / 'installs.txt'
+    hide = "sys.modules['onnx_graphsurgeon'] = None" if graphsurgeon == 'missing' else ''
+    script = f"""import sys
+{hide}
+sys.path.insert(0, {ROOT!r})
+import paddle
+from conftest import build_model
+from inference.backends import export_model
+export_model(build_model('mattingbase', 'mobilenetv2'), {str(tmp_path / 'out')!r}, onnx=True)
+"""
+    recorder = tmp_path / 'record.py'              # the command is split on spaces: a script, no quoting
+    recorder.write_text(f"import sys\nopen({str(marker)!r}, 'a').write(str(sys.argv))\n")
+    env = dict(os.environ, POLYGRAPHY_INSTALL_CMD=f'{sys.executable} {recorder}',
+               PYTHONPATH=os.path.join(ROOT, 'tests'))
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / 'out' / 'model.onnx').is_file() and not marker.exists()
 
 
 @pytest.mark.parametrize('name', ['inference', 'onnxruntime'])

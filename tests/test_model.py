@@ -7,9 +7,10 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import DATA
-from model import MattingBase, MattingRefine, build_model
-from model.bgmv2 import Base, resize
+from conftest import DATA, build_model
+from model import MattingBase, MattingRefine
+from model.bgmv2 import Base
+from model.static_ops import resize
 from seeded import make_weights, to_paddle_names
 
 GOLDEN = os.path.join(DATA, 'bgmv2')

@@ -7,9 +7,10 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import DATA
-from model import MattingNetwork, build_model
-from model.rvm import MattingNetworkStep, downsample
+from conftest import DATA, build_model
+from model import MattingNetwork
+from model.rvm import MattingNetworkStep
+from model.static_ops import downsample
 from seeded import load_entries, make_weights, to_paddle_names
 
 GOLDEN_DIR = os.path.join(DATA, 'rvm')

@@ -10,10 +10,12 @@ import numpy as np
 import paddle
 import pytest
 
+import config
 import train
-from dataset.config import load_roots
-from model import build_model
+from conftest import build_model
 from tools import make_synthetic_data
+from training.loader import BatchLoader, load_batch
+from utils.checkpoint import read_card
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,6 +35,13 @@ def base_args(data, out, *extra):
             '--epochs', '100', *extra]
 
 
+def resolve(argv):
+    """(ModelConfig, DataConfig, TrainConfig, training options, task) as train.py resolves them."""
+    args = train.parser().parse_args(argv)
+    model = config.resolve_model(args, read_card, demo=False)
+    return (model, *config.resolve_train(args, model), model.spec.trainer(model.model_type))
+
+
 def state_dict(path):
     return {k: np.asarray(v) for k, v in paddle.load(path).items()}
 
@@ -41,18 +50,19 @@ def test_loss_falls_and_validation_improves(data, tmp_path):
     argv = base_args(data, tmp_path, '--model-type', 'mattingbase', '--batch-size', '4', '--max-steps', '30',
                      '--name', 'learn', '--log-interval', '1', '--valid-interval', '1000', '--checkpoint-interval', '1000',
                      '--image-interval', '30')
-    args = train.parse_args(argv)
-    loader, _, valid = train.make_loaders(args, load_roots(args.dataset_config, args.dataset_root))
-    batch = next(iter(loader))
+    model, data_cfg, run, options, task = resolve(argv)
+    train_set, sampler, collate, valid, _ = task.datasets(data_cfg, run, 0, 1)
+    batch = [paddle.to_tensor(a) for a in load_batch(train_set, collate, next(iter(sampler)))[0]]
 
-    def measure(model):
-        model.train()
+    def measure(network):
+        network.train()
         paddle.seed(7)
         with paddle.no_grad():
-            loss = train.compute_loss('mattingbase', model(batch[2], batch[3]), batch[0], batch[1], train.LossWeights())[0]
-        return float(loss), train.validate(model, valid)['SAD']
+            loss = task.loss(task.forward(network, batch), batch, options)[0]
+        network.eval()
+        return float(loss), task.validate(network, BatchLoader(*valid, workers=0))['SAD']
 
-    paddle.seed(args.seed)
+    paddle.seed(run.seed)
     loss0, sad0 = measure(build_model('mattingbase', 'mobilenetv2'))      # the initial weights of the run
     train.main(argv)
     trained = build_model('mattingbase', 'mobilenetv2')
@@ -127,6 +137,6 @@ def test_data_errors_name_the_dataset_and_path(data, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "dataset 'syn'" in out and str(tmp_path / 'absent') in out
     assert train.main(base_args(data, tmp_path, '--model-type', 'mattingbase', '--check-data')) == 0
+    *_, options, task = resolve(argv + ['--lr-backbone', '0', '--lr-aspp', '0', '--lr-decoder', '0'])
     with pytest.raises(ValueError, match='every learning rate is 0'):
-        train.build_optimizer(build_model('mattingbase', 'mobilenetv2'),
-                              train.parse_args(argv + ['--lr-backbone', '0', '--lr-aspp', '0', '--lr-decoder', '0']))
+        task.optimizer(build_model('mattingbase', 'mobilenetv2'), options)

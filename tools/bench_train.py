@@ -20,21 +20,27 @@ sys.path.insert(0, ROOT)
 
 
 def bench_step(model_type, backbone, size, batch, iters, device):
+    """train.py's step on random tensors, with the options train.py resolves for this model type."""
     import paddle
+    import config
     import train
-    from model import build_model
-    args = train.parse_args(['--model-type', model_type, '--model-backbone', backbone, '--device', device,
-                             '--batch-size', str(batch)])
+    from training.loop import train_step
+    from utils.checkpoint import read_card
+    args = train.parser().parse_args(['--model-type', model_type, '--model-backbone', backbone, '--device', device,
+                                      '--batch-size', str(batch)])
+    model = config.resolve_model(args, read_card, demo=False)
+    _, run, options = config.resolve_train(args, model)
+    task = model.spec.trainer(model.model_type)
     paddle.set_device(device)
     paddle.seed(0)
-    model = build_model('mattingrefine' if model_type == 'mattingrefine' else 'mattingbase', backbone)
-    model.train()
-    optimizer = train.build_optimizer(model, args)
+    network = model.spec.build(model)
+    task.train_mode(network, run.batch_size == 1)
+    optimizer = task.optimizer(network, options)
     batch_tensors = [paddle.rand([batch, c, size, size]) for c in (1, 3, 3, 3)]
-    train.train_step(model, optimizer, None, batch_tensors, args, train.LossWeights(), 0)     # warm-up
+    train_step(task, network, optimizer, None, batch_tensors, options)     # warm-up
     start = time.time()
     for i in range(iters):
-        train.train_step(model, optimizer, None, batch_tensors, args, train.LossWeights(), i + 1)
+        train_step(task, network, optimizer, None, batch_tensors, options)
     seconds = (time.time() - start) / iters
     return {'what': f'{model_type} {backbone} {size}x{size} batch {batch}', 'sec_per_iter': seconds,
             'iters_per_sec': 1 / seconds, 'samples_per_sec': batch / seconds}
@@ -44,13 +50,14 @@ def bench_data(model_type, size, iters):
     """One worker's throughput: read, per-sample augmentation and the per-batch collate, demo data."""
     from dataset.config import background_split, load_roots, matting_split
     from dataset.matting import Collate, MattingDataset
+    from training.loader import load_batch
     roots = load_roots()
     ds = MattingDataset(matting_split(roots, 'demo', 'train'), background_split(roots, 'demo_backgrounds', 'train'),
                         size, train=True)
     collate = Collate(augment=True, multiple=4 if model_type == 'mattingrefine' else 1)
     start = time.time()
     for i in range(iters):
-        collate([ds[(0, i)]])
+        load_batch(ds, collate, [(0, i)])
     seconds = (time.time() - start) / iters
     return {'what': f'data pipeline {size}x{size} (1 worker)', 'sec_per_iter': seconds, 'iters_per_sec': 1 / seconds,
             'samples_per_sec': 1 / seconds}

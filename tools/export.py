@@ -4,7 +4,7 @@ Writes into OUTPUT:
   model.pdmodel + model.pdiparams   the static graph in the legacy format (default for BGMv2). On CPU, Paddle
                                     Inference runs it with oneDNN, several times faster than without; Paddle
                                     3.3's .json format cannot use oneDNN with bilinear resizes (Paddle#79749).
-  model.json + model.pdiparams      --format json: the PIR format of Paddle 3 (default for rvm)
+  model.json + model.pdiparams      --format json: the PIR format of Paddle 3 (the only one for rvm)
   model.onnx                        --onnx: for onnxruntime (`pip install paddle2onnx onnxruntime`); BGMv2 only
                                     for now (paddle2onnx 2.1 rejects the scale_factor resizes of RVM)
   export.json                       the options baked into the graph and the output names
@@ -19,75 +19,71 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import paddle  # noqa: E402
 
-from utils.inference import export_model  # noqa: E402
+import config  # noqa: E402
+import families  # noqa: E402
+from inference.backends import export_model  # noqa: E402
+from utils.checkpoint import read_card  # noqa: E402
 from utils.io import atomic_path  # noqa: E402
-from utils.options import add_model_args, model_from_args, model_options  # noqa: E402
-
-OUTPUT_NAMES = {'mattingrefine': ['pha', 'fgr', 'pha_sm', 'fgr_sm', 'err_sm', 'ref_sm'],
-                'mattingbase': ['pha', 'fgr', 'err', 'hid'],
-                'rvm': ['fgr', 'pha', 'r1', 'r2', 'r3', 'r4']}
+from utils.options import option, positive_int  # noqa: E402
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog='example:\n  python3 tools/export.py --model-backbone resnet50 '
-                                            '--model-checkpoint bgmv2_resnet50.pdparams --output export/resnet50 '
-                                            '--onnx\n  python3 tools/speed_test.py --export-dir export/resnet50 '
-                                            '--backend inference')
-    parser.add_argument('--output', required=True, help='folder to write the exported model into')
-    parser.add_argument('--format', choices=['pdmodel', 'json'], default=None,
-                        help='pdmodel: legacy static graph, fast with oneDNN on CPU (default for BGMv2); '
-                             'json: PIR format of Paddle 3 (default for rvm, whose ops have no legacy kernels '
-                             'in Paddle 3.3)')
-    parser.add_argument('--onnx', action='store_true', help='also convert to model.onnx with paddle2onnx')
-    parser.add_argument('--onnx-opset', type=int, default=11,
-                        help='minimum ONNX opset (default 11; raised automatically where an op needs it)')
-    parser.add_argument('--model-refine-prevent-oversampling', choices=['true', 'false'], default='true',
-                        help='sampling mode: skip patches whose error is 0 (true, default) or always refine '
-                             '--model-refine-sample-pixels (false, as the official speed test)')
-    parser.add_argument('--downsample-ratio', type=float, default=0.25,
-                        help='rvm only: the fixed downsample ratio of the graph (default 0.25)')
-    add_model_args(parser)
-    args = parser.parse_args(argv)
-    args.device = 'cpu'                      # the graph is the same for every device; export on CPU
-    args.format = args.format or ('json' if args.model_type == 'rvm' else 'pdmodel')
-    return args
+# options whose default differs in an export (a fixed graph needs a value), of every family
+EXPORT_DEFAULTS = {k: v for spec in families.FAMILIES.values() for k, v in spec.export_defaults.items()}
 
 
-def export(args):
-    """Build the model the options describe, export it, describe it in export.json."""
-    model = model_from_args(args)
-    options = model_options(args)
-    if args.model_type == 'rvm':
-        from model.rvm import MattingNetworkStep
-        layer = MattingNetworkStep(model, args.downsample_ratio)
-        meta = dict(model_type='rvm', backbone=options['backbone'], refiner=options['refiner'],
-                    downsample_ratio=args.downsample_ratio)
-    else:
-        layer = model
-        meta = {k: v for k, v in options.items() if k != 'refiner'}
-        if args.model_type == 'mattingrefine':
-            model.refiner.prevent_oversampling = args.model_refine_prevent_oversampling == 'true'
-            meta['refine_prevent_oversampling'] = model.refiner.prevent_oversampling
-        else:
-            meta = {k: v for k, v in meta.items() if k in ('model_type', 'backbone')}
-    export_model(layer, args.output, args.format, args.onnx, args.onnx_opset)
-    meta.update(format=args.format, outputs=OUTPUT_NAMES[args.model_type], paddle=paddle.__version__)
-    with atomic_path(os.path.join(args.output, 'export.json')) as tmp, open(tmp, 'w', encoding='utf-8') as f:
+@dataclass(frozen=True)
+class ExportConfig:
+    output: str = option(None, '--output', required=True, metavar='DIR', help='folder to write the exported model into',
+                         default_help='required')
+    format: str = option(None, '--format', choices=('pdmodel', 'json'),
+                         help='pdmodel: legacy static graph, fast with oneDNN on CPU; json: PIR format of Paddle 3',
+                         default_help='the family\'s first: pdmodel for BGMv2, json for rvm (its ops have no legacy '
+                                      'kernels in Paddle 3.3)')
+    onnx: bool = option(False, '--onnx', action='store_true', help='also convert to model.onnx with paddle2onnx')
+    onnx_opset: int = option(11, '--onnx-opset', type=positive_int,
+                             help='minimum ONNX opset (raised automatically where an op needs it)')
+
+
+def parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog='example:\n  python3 tools/export.py --model-backbone resnet50 '
+                                       '--model-checkpoint bgmv2_resnet50.pdparams --output export/resnet50 --onnx\n'
+                                       '  python3 tools/speed_test.py --export-dir export/resnet50 --backend inference')
+    config.add_options(p, ExportConfig)
+    config.add_model_options(p, EXPORT_DEFAULTS)
+    return p
+
+
+def export(model, cfg):
+    """Export the network a ModelConfig describes into cfg.output, described in export.json."""
+    spec = model.spec
+    fmt = cfg.format or spec.export_formats[0]
+    if fmt not in spec.export_formats:
+        raise ValueError(f"--format {fmt}: {model.model_type} exports as {' or '.join(spec.export_formats)} only")
+    if cfg.onnx and spec.onnx_unavailable:
+        raise families.Unavailable(f'ONNX export for {spec.name} is not available yet ({spec.onnx_unavailable})')
+    layer, inputs, meta = spec.export_layer(model, families.load(model))
+    export_model(layer, cfg.output, fmt, cfg.onnx, cfg.onnx_opset)
+    meta.update(format=fmt, inputs=list(inputs), outputs=list(spec.outputs(model.model_type)._fields),
+                paddle=paddle.__version__)
+    with atomic_path(os.path.join(cfg.output, 'export.json')) as tmp, open(tmp, 'w', encoding='utf-8') as f:
         json.dump(meta, f, indent=1)
     return meta
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parser().parse_args(argv)
     try:
-        meta = export(args)
-    except (ValueError, FileNotFoundError) as e:
+        args.device = 'cpu'                # the graph is the same for every device; export on CPU
+        model = config.resolve_model(args, read_card, EXPORT_DEFAULTS)
+        meta = export(model, config.fill(ExportConfig, args))
+    except ValueError as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
     files = sorted(n for n in os.listdir(args.output) if not n.startswith('.'))

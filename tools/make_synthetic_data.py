@@ -22,8 +22,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dataset.folders import find_pairs, image_files  # noqa: E402
-from dataset.matting import read_pair  # noqa: E402
+from dataset.folders import find_pairs, image_files, read_pair  # noqa: E402
 from utils.io import read_alpha, read_image, to_uint8, write_image  # noqa: E402
 
 

@@ -1,12 +1,17 @@
-"""Checkpoints: load `.pdparams` and official PyTorch `.pth` files (converted on the fly, no torch) by name
-and shape, recognise which network a checkpoint belongs to, and save atomically.
+"""Checkpoints: the one loader of `.pdparams` and official PyTorch `.pth` files (converted on the fly, no torch),
+matching by name and shape; checkpoint cards; atomic saves.
 
 Both formats are pickles; both are read with a restricted unpickler, so loading a file from the internet
-cannot run code (paddle.load and torch.load without weights_only would).
+cannot run code (paddle.load and torch.load without weights_only would). Every failure is a ValueError whose
+message names the file. A checkpoint's *card* is `<checkpoint without extension>.json`: its "config" entry
+holds the model options the weights were made with (train.py writes one; the demo model ships one).
 """
 import collections
+import json
 import os
 import pickle
+import struct
+import zipfile
 
 import numpy as np
 import paddle
@@ -41,8 +46,12 @@ def _load_pdparams(path):
     with open(path, 'rb') as f:
         try:
             return RestrictedUnpickler(f, PADDLE_GLOBALS, source=path).load()
-        except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError) as e:
-            raise ValueError(f"{path}: not a readable .pdparams or .pth checkpoint ({e})") from e
+        except ValueError:
+            raise
+        except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
+                OverflowError, RecursionError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not a readable .pdparams or .pth checkpoint ({type(e).__name__}: "
+                             f"{str(e)[:200]})") from None
 
 
 def _unwrap(obj, path):
@@ -80,10 +89,31 @@ def convert_torch_state_dict(sd, path='state_dict'):
 def load_state_dict(path):
     """{name: numpy array} in Paddle naming from a .pdparams or a torch .pth (zip or legacy format)."""
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: checkpoint not found")
-    if is_torch_checkpoint(path):
-        return convert_torch_state_dict(load_torch(path), path)
-    return _unwrap(_load_pdparams(path), path)
+        raise ValueError(f"{path}: checkpoint not found" if not os.path.isdir(path) else
+                         f"{path}: is a folder, not a checkpoint file")
+    try:
+        if is_torch_checkpoint(path):
+            return convert_torch_state_dict(load_torch(path), path)
+        return _unwrap(_load_pdparams(path), path)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, struct.error, MemoryError, OverflowError) as e:
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def read_card(path):
+    """The "config" entry of a checkpoint's card ({} without a card); a card that cannot be read is an error."""
+    card = os.path.splitext(path)[0] + '.json'
+    if not os.path.isfile(card):
+        return {}
+    try:
+        with open(card, encoding='utf-8') as f:
+            config = json.load(f).get('config', {})
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f"{card}: unreadable checkpoint card ({e})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{card}: its \"config\" entry is not an object")
+    return config
 
 
 def _numpy_dtype(tensor):
@@ -134,40 +164,3 @@ def save_atomic(obj, path):
     """paddle.save to a temporary file next to `path`, renamed into place: no partial file on failure."""
     with atomic_path(path) as tmp:
         paddle.save(obj, tmp)
-
-
-# Which network a checkpoint belongs to, from its key names. First match wins; a row is
-# (model_type, backbone, key prefixes that must all occur, extra build_model options).
-SIGNATURES = (
-    ('rvm', 'mobilenetv3', ('decoder.decode4.', 'backbone.features.', 'refiner.box_filter.'),
-     {'refiner': 'deep_guided_filter'}),
-    ('rvm', 'mobilenetv3', ('decoder.decode4.', 'backbone.features.'), {'refiner': 'fast_guided_filter'}),
-    ('rvm', 'resnet50', ('decoder.decode4.', 'backbone.layer4.', 'refiner.box_filter.'),
-     {'refiner': 'deep_guided_filter'}),
-    ('rvm', 'resnet50', ('decoder.decode4.', 'backbone.layer4.'), {'refiner': 'fast_guided_filter'}),
-    ('mattingrefine', 'mobilenetv2', ('refiner.conv1.', 'backbone.features.'), {}),
-    ('mattingrefine', 'resnet101', ('refiner.conv1.', 'backbone.layer3.22.'), {}),
-    ('mattingrefine', 'resnet50', ('refiner.conv1.', 'backbone.layer4.'), {}),
-    ('mattingbase', 'mobilenetv2', ('decoder.conv4.', 'backbone.features.'), {}),
-    ('mattingbase', 'resnet101', ('decoder.conv4.', 'backbone.layer3.22.'), {}),
-    ('mattingbase', 'resnet50', ('decoder.conv4.', 'backbone.layer4.'), {}),
-)
-
-
-def _signature(keys):
-    keys = list(keys)
-    for row in SIGNATURES:
-        if all(any(k.startswith(p) for k in keys) for p in row[2]):
-            return row
-    raise ValueError(f"unknown checkpoint layout: no BGMv2/RVM model matches its keys "
-                     f"(first keys: {', '.join(keys[:5])})")
-
-
-def detect_model(keys):
-    """State-dict keys -> (model_type, backbone), e.g. ('mattingrefine', 'resnet50')."""
-    return _signature(keys)[:2]
-
-
-def detect_options(keys):
-    """Extra build_model options a checkpoint implies (the RVM refiner: deep or fast guided filter)."""
-    return dict(_signature(keys)[3])

@@ -1,8 +1,9 @@
-"""Image files in and out: the one place that reads and writes them.
+"""Image and video files in and out: the one place that reads and writes them.
 
 Reading accepts JPG/PNG/BMP/TIFF/WebP, 8 or 16 bit, grayscale, RGB or RGBA, and applies the EXIF
 orientation of photos. Everything is returned as float32 in [0, 1]. Writing is atomic: a file
 either appears complete or not at all, so an interrupted run never leaves a truncated output.
+Errors are ValueErrors whose message names the file (ImageReadError for inputs, OutputError for outputs).
 """
 import contextlib
 import os
@@ -18,6 +19,20 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 class ImageReadError(ValueError):
     """A file that is missing or cannot be decoded as an image; the message names the file."""
+
+
+class OutputError(ValueError):
+    """An output that cannot be written (its folder is a file, no permission, disk full); names the path."""
+
+
+def make_dirs(directory):
+    """os.makedirs with an OutputError naming the folder (e.g. a file of that name is in the way)."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"{directory}: cannot create this folder, a file is in the way") from None
+    except OSError as e:
+        raise OutputError(f"{directory}: cannot create this folder ({e.strerror or e})") from None
 
 
 def _decode(path, flags):
@@ -52,8 +67,8 @@ def read_image(path):
 
 
 def read_alpha(path):
-    """H x W float32 matte in [0, 1]. Of a colour file the first (red) channel is used, as in the
-    reference MATLAB evaluation; of an RGBA file whose colour is empty, the alpha channel."""
+    """H x W float32 matte in [0, 1] from a matte file. Of a colour file the first (red) channel is used,
+    as in the reference MATLAB evaluation; of an RGBA file whose colour is empty, the alpha channel."""
     image = _decode(path, cv2.IMREAD_UNCHANGED)
     if image.ndim == 3:
         if image.shape[2] == 4 and not image[:, :, :3].any():
@@ -63,6 +78,15 @@ def read_alpha(path):
         else:
             image = image[:, :, 2]                 # BGR(A) -> R
     return _to_float(np.ascontiguousarray(image), path)
+
+
+def read_rgba(path):
+    """(H x W x 3 RGB, H x W alpha) float32 of an image with an alpha channel (PhotoMatte85's RGBA files)."""
+    image = _decode(path, cv2.IMREAD_UNCHANGED)
+    if image.ndim != 3 or image.shape[2] != 4:
+        raise ImageReadError(f"{path}: no alpha channel (a folder without fgr/ and pha/ must hold RGBA images)")
+    return (_to_float(cv2.cvtColor(image, cv2.COLOR_BGRA2RGB), path),
+            _to_float(np.ascontiguousarray(image[:, :, 3]), path))
 
 
 def read_alpha_u8(path):
@@ -81,9 +105,13 @@ def to_uint8(image):
 def atomic_path(path):
     """Yield a temporary path next to `path`; on success it is renamed to `path`, else removed."""
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix=suffix, dir=directory)
+    make_dirs(directory)
+    if os.path.isdir(path):
+        raise OutputError(f"{path}: is a folder, cannot write a file there")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix=os.path.splitext(path)[1], dir=directory)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     os.close(fd)
     try:
         yield tmp
@@ -111,17 +139,6 @@ def write_image(path, image, quality=95):
         raise ValueError(f"{path}: cannot encode an image of shape {image.shape} as {ext}")
     with atomic_path(path) as tmp:
         data.tofile(tmp)
-
-
-def list_images(root):
-    """Image files under `root`, recursively, sorted by relative path."""
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"{root}: no such directory")
-    found = []
-    for directory, _, files in os.walk(root):
-        found += [os.path.join(directory, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)
-                  and not f.startswith('.')]
-    return sorted(found, key=lambda p: os.path.relpath(p, root))
 
 
 def resize_cover(image, h, w):
@@ -180,7 +197,7 @@ class VideoWriter:
     def __init__(self, path, fps, width, height):
         self.path, self.width, self.height = path, width, height
         directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        make_dirs(directory)
         fd, self.tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.mp4', dir=directory)
         os.close(fd)
         self.container = None

@@ -2,10 +2,10 @@
 
 Official losses: L1 alpha, L1 of Sobel gradient magnitudes, L1 of the foreground where the true alpha is
 non-zero, MSE of the predicted error map; the refine stage adds the same terms at the coarse scale.
-Every term has a weight (`LossWeights`, one command-line flag each); with laplacian=0 the sum is the
+Every term has a weight (`LossWeights`; train.py's --loss-* flags, declared in training/bgmv2.py); with laplacian=0 the sum is the
 official loss. Each function returns (total, {name: term}) so the terms can be logged.
 """
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import paddle
 import paddle.nn.functional as F
@@ -18,16 +18,6 @@ class LossWeights:
     fgr: float = 1.0          # L1 foreground where the true alpha > 0
     err: float = 1.0          # MSE of the error prediction
     laplacian: float = 1.0    # Laplacian-pyramid alpha loss (not in the official code; speeds convergence)
-
-    @classmethod
-    def add_args(cls, parser):
-        for f in fields(cls):
-            parser.add_argument(f'--loss-{f.name}', type=float, default=f.default,
-                                help=f'weight of the {f.name} loss term (default {f.default}; 0 switches it off)')
-
-    @classmethod
-    def from_args(cls, args):
-        return cls(**{f.name: getattr(args, f'loss_{f.name}') for f in fields(cls)})
 
 
 def _kernel(rows, channels):

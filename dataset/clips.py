@@ -9,7 +9,7 @@ with them by file name without the extension (a .jpg composite pairs with a .png
 """
 import os
 
-from utils.io import ImageReadError, list_images
+from utils.pairing import by_stem, list_images, pair_up
 
 PARTS = ('com', 'fgr', 'pha', 'bgr')
 
@@ -33,37 +33,18 @@ def is_composited_layout(root):
     return os.path.isdir(root) and any(os.path.isdir(os.path.join(d, 'com')) for _, d in find_clips(root))
 
 
-def frames_by_stem(directory):
-    """{frame name without extension: path} of one frame folder; two files of the same name are an error."""
-    table = {}
-    for path in list_images(directory):
-        stem = os.path.splitext(os.path.relpath(path, directory))[0].replace(os.sep, '/')
-        if stem in table:
-            raise ValueError(f"{directory}: {os.path.basename(table[stem])} and {os.path.basename(path)} "
-                             f"have the same frame name")
-        table[stem] = path
-    return table
-
-
 def clip_frames(clip_dir, parts, optional=(), frames=None):
     """[(frame, {part: path})] in frame order, for `frames` (default: the files of clip_dir/pha/). Every part
-    in `parts` must have every frame (an ImageReadError names the first missing file); a part in `optional`
-    whose folder is absent is left out, but a present one must be complete too."""
+    in `parts` must have every frame (an UnpairedError names the folder and the missing frames); a part in
+    `optional` whose folder is absent is left out, but a present one must be complete too."""
     if frames is None:
-        frames = sorted(frames_by_stem(os.path.join(clip_dir, 'pha')))
+        frames = sorted(by_stem(os.path.join(clip_dir, 'pha')))
         if not frames:
             raise ValueError(f"{os.path.join(clip_dir, 'pha')}: no frames")
-    tables = {}
-    for part in tuple(parts) + tuple(optional):
-        folder = os.path.join(clip_dir, part)
-        if part in optional and not os.path.isdir(folder):
-            continue
-        tables[part] = frames_by_stem(folder) if os.path.isdir(folder) else {}
-        missing = [f for f in frames if f not in tables[part]]
-        if missing:
-            raise ImageReadError(f"{os.path.join(folder, missing[0])}.*: missing ({len(missing)} of {len(frames)} "
-                                 f"frames have no {part}/ file)")
-    return [(f, {part: table[f] for part, table in tables.items()}) for f in frames]
+    folders = [(part, os.path.join(clip_dir, part)) for part in tuple(parts) + tuple(optional)]
+    tables = {part: by_stem(folder) if os.path.isdir(folder) else {} for part, folder in folders
+              if part not in optional or os.path.isdir(folder)}
+    return pair_up(tables, keys=frames, where=clip_dir)
 
 
 def frame_count(clip_dir):

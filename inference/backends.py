@@ -1,10 +1,10 @@
-"""Backends that run a BGMv2 network: the dygraph model, an exported model in Paddle Inference, or its
-ONNX conversion in ONNX Runtime. Each is called the same way,
+"""Backends that run a network: the dygraph model, an exported model in Paddle Inference, or its ONNX
+conversion in ONNX Runtime. Each is called the same way,
 
-    outputs = backend(src, bgr)      # float32 N x 3 x H x W numpy arrays in, numpy arrays out
+    outputs = backend(src, bgr)      # float32 N x 3 x H x W numpy arrays in, a tuple of numpy arrays out
 
-with the outputs in the order of the model's forward (MattingRefine: pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm;
-MattingBase: pha, fgr, err, hid), so predict.py and tools/speed_test.py can swap them freely.
+with the outputs in the order of the network's forward (its named output type gives the names: a family's
+runner wraps them, families/), so predict.py, eval.py and tools/speed_test.py can swap them freely.
 
 export_model() writes the exported files (tools/export.py is its command line); create_backend() without an
 export folder exports the given model to a temporary one first.
@@ -13,6 +13,7 @@ import contextlib
 import copy
 import os
 import tempfile
+from importlib.util import find_spec
 
 import numpy as np
 import paddle
@@ -79,9 +80,13 @@ def export_model(layer, output, fmt='pdmodel', onnx=False, opset=11):
 def to_onnx(graph, params, path, opset):
     try:
         import paddle2onnx
-    except ImportError as e:
-        raise ValueError('ONNX export needs `pip install paddle2onnx onnxruntime`') from e
-    paddle2onnx.export(graph, params, path, opset_version=opset, auto_upgrade_opset=True, verbose=False)
+    except ImportError:
+        raise ValueError('ONNX export needs `pip install paddle2onnx onnxruntime`') from None
+    # paddle2onnx folds constants with polygraphy and switches on its auto-install, which would pip-install a
+    # missing onnx_graphsurgeon at run time: nothing may download, so fold with onnxoptimizer then
+    folding = 'polygraphy' if all(find_spec(m) for m in ('polygraphy', 'onnx_graphsurgeon')) else 'onnxoptimizer'
+    paddle2onnx.export(graph, params, path, opset_version=opset, auto_upgrade_opset=True, verbose=False,
+                       optimize_tool=folding)
     if not os.path.isfile(path):
         raise ValueError(f'paddle2onnx did not write {path}')
 

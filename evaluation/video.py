@@ -1,15 +1,14 @@
-"""The video protocol of eval.py: Robust Video Matting's evaluation on the composited VideoMatte240K test
-clips (spec/rvm.md section 4). eval.py's docstring states the protocol; the columns below their scaling."""
+"""The video protocol: Robust Video Matting's evaluation on the composited VideoMatte240K test clips
+(spec/rvm.md section 4). eval.py's docstring states the protocol; the columns below their scaling."""
 import os
 
 import numpy as np
 
-from dataset.videomatte_eval import clip_frames, find_clips, frame_count
-from utils.eval_results import mean, present, progress, read_rows, report_failure, start_output, table, write_json, \
-    write_rows
+from dataset.clips import clip_frames, find_clips, frame_count
 from utils.io import read_alpha, read_image, to_uint8, write_image
 from utils.metrics import foreground_metrics, video_matte_metrics
-from utils.runner import create_runner
+
+from .results import mean, present, progress, read_rows, report_failure, start_output, table, write_json, write_rows
 
 # CSV column -> what it is; the console table shows the same scaling in its headers
 VIDEO_COLUMNS = {
@@ -35,14 +34,12 @@ CLIP_FIELDS = ['clip', 'frames'] + list(VIDEO_COLUMNS)
 # ---------------------------------------------------------------- predictions
 
 class ClipModel:
-    """Runs the model over a clip's composites in frame order, --seq-chunk frames per call, from a fresh
+    """Runs the model over a clip's composites in frame order, `chunk` frames per call, from a fresh
     recurrent state; BGMv2 gets the clip's bgr/ frames as plates. Yields 8-bit predictions (as saved PNGs)."""
 
-    def __init__(self, args, frames):
-        self.runner = create_runner(args, frames)
-        self.chunk = args.seq_chunk
-        self.inputs = ('com',) if args.model_type == 'rvm' else ('com', 'bgr')
-        self.save_dir = os.path.join(args.output_dir, 'pred') if args.save_pred else None
+    def __init__(self, runner, chunk, plates, save_dir):
+        self.runner, self.chunk, self.save_dir = runner, chunk, save_dir
+        self.inputs = ('com', 'bgr') if plates else ('com',)
 
     def __call__(self, clip, frames):
         self.runner.reset()
@@ -122,21 +119,24 @@ def clip_means(clip, rows):
     return row
 
 
-def evaluate_clips(args, data_dir, settings):
-    """Score every clip under data_dir not yet in <output-dir>/frames.csv; write the result files.
-    -> (summary, console table, result file names)."""
-    clips = find_clips(data_dir)
+def evaluate(cfg, settings, make_runner=None, plates=False):
+    """Score every clip under cfg.data_dir not yet in <cfg.output_dir>/frames.csv; write the result files.
+    `make_runner(frames)` gives the model's runner (None: score cfg.pred_dir); `plates`: give it the clips'
+    bgr/ frames. -> (summary, console table, result file names)."""
+    clips = find_clips(cfg.data_dir)
     if not clips:
-        raise ValueError(f"{data_dir}: no clips (folders with pha/, laid out <clip>/{{com,fgr,pha,bgr}}/)")
-    settings = start_output(args.output_dir, settings)
-    csv_path = os.path.join(args.output_dir, 'frames.csv')
+        raise ValueError(f"{cfg.data_dir}: no clips (folders with pha/, laid out <clip>/{{com,fgr,pha,bgr}}/)")
+    settings = start_output(cfg.output_dir, settings)
+    csv_path = os.path.join(cfg.output_dir, 'frames.csv')
     done = {}
     for r in read_rows(csv_path, VIDEO_FIELDS):
         done.setdefault(r['clip'], []).append(r)
     todo = [(name, directory) for name, directory in clips if name not in done]
     lengths = {name: frame_count(directory) for name, directory in todo}
     if todo:        # a finished run only reprints its results: no model needed
-        predict = ClipFolder(args.pred_dir) if args.pred_dir else ClipModel(args, sum(lengths.values()))
+        predict = ClipFolder(cfg.pred_dir) if cfg.pred_dir else ClipModel(
+            make_runner(sum(lengths.values())), cfg.seq_chunk, plates,
+            os.path.join(cfg.output_dir, 'pred') if cfg.save_pred else None)
     failed = []
     total = sum(lengths.values()) + sum(map(len, done.values()))
     with progress(total, total - sum(lengths.values()), 'frame') as bar:
@@ -144,7 +144,7 @@ def evaluate_clips(args, data_dir, settings):
             rows = []
             try:
                 frames = clip_frames(directory, ('pha',) + predict.inputs, optional=('fgr',))
-                for row in score_clip(name, predict(name, frames), args.hr):
+                for row in score_clip(name, predict(name, frames), cfg.hr):
                     rows.append(row)
                     bar.update()
             except ValueError as e:         # unreadable/missing file or mismatched sizes: count, go on
@@ -155,14 +155,14 @@ def evaluate_clips(args, data_dir, settings):
                 write_rows(csv_path, VIDEO_FIELDS, [r for n in sorted(done) for r in done[n]])  # resumes here
     ordered = [r for n in sorted(done) for r in done[n]]
     write_rows(csv_path, VIDEO_FIELDS, ordered)
-    write_rows(os.path.join(args.output_dir, 'clips.csv'), CLIP_FIELDS, [clip_means(n, done[n]) for n in sorted(done)])
-    evaluator = 'evaluate_hr.py (no min-max in Grad, no Conn)' if args.hr else 'evaluate_lr.py'
+    write_rows(os.path.join(cfg.output_dir, 'clips.csv'), CLIP_FIELDS, [clip_means(n, done[n]) for n in sorted(done)])
+    evaluator = 'evaluate_hr.py (no min-max in Grad, no Conn)' if cfg.hr else 'evaluate_lr.py'
     summary = {'protocol': 'video', 'definitions': evaluator, 'clips': len(clips), 'scored': len(done),
                'failed': len(failed), 'frames': len(ordered), 'failures': failed, 'mean': official_means(ordered),
                'averaging': 'per metric: mean over clips at each frame position, then over positions (the official '
                             'evaluator\'s spreadsheet); NaN/absent values left out',
                'columns': VIDEO_COLUMNS, 'settings': settings}
-    write_json(os.path.join(args.output_dir, 'summary.json'), summary)
+    write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
     head = (f"{summary['scored']} of {summary['clips']} clips scored ({summary['failed']} failed), "
             f"{summary['frames']} frames; RVM {evaluator} metrics over whole frames, averaged over clips at each "
             f"frame position, then over positions")

@@ -1,4 +1,4 @@
-"""Result files of eval.py shared by its two protocols: CSV rows (rewritten atomically, read back to resume),
+"""Result files shared by the evaluation protocols: CSV rows (rewritten atomically, read back to resume),
 the JSON summary, the settings a results folder belongs to, the console table and the progress bar."""
 import csv
 import json
@@ -8,7 +8,7 @@ import sys
 
 from tqdm import tqdm
 
-from utils.io import atomic_path
+from utils.io import atomic_path, make_dirs
 
 INTEGER_FIELDS = ('height', 'width', 'unknown_pixels', 'index', 'frames')
 TEXT_FIELDS = ('name', 'clip', 'frame')
@@ -39,8 +39,11 @@ def read_rows(path, fields):
         rows = list(csv.DictReader(f))
     if rows and list(rows[0]) != fields:
         raise ValueError(f"{path}: not a results file of this version of eval.py (columns {list(rows[0])})")
-    parse = lambda k, v: v if v == '' or k in TEXT_FIELDS else (int if k in INTEGER_FIELDS else float)(v)
-    return [{k: parse(k, v) for k, v in r.items()} for r in rows]
+    parse = lambda k, v: v if v == '' or k in TEXT_FIELDS else (int if k in INTEGER_FIELDS else float)(v)  # noqa
+    try:
+        return [{k: parse(k, v) for k, v in r.items()} for r in rows]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: damaged results file ({e}); delete it to score again") from None
 
 
 def write_rows(path, fields, rows):
@@ -59,11 +62,14 @@ def write_json(path, obj):
 
 def start_output(output_dir, settings):
     """Create the results folder; refuse one that holds results of other settings. Returns the settings."""
-    os.makedirs(output_dir, exist_ok=True)
+    make_dirs(output_dir)
     path = os.path.join(output_dir, 'settings.json')
     if os.path.isfile(path):
-        with open(path) as f:
-            old = json.load(f)
+        try:
+            with open(path) as f:
+                old = json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{path}: unreadable ({e}); delete it or use another --output-dir") from None
         changed = sorted(k for k in settings.keys() | old.keys() if settings.get(k) != old.get(k))
         if changed:
             raise ValueError(f"{output_dir} holds results of other settings ({', '.join(changed)} differ); "

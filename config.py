@@ -1,0 +1,403 @@
+"""Configuration resolved once: command-line arguments (and a checkpoint's card) -> frozen, typed objects.
+
+Every option is declared once, as a field of a dataclass here or of a family's options (families/), with its
+flag, default and help. `add_options` turns the fields into argparse arguments whose help ends with the default
+('(default: X)'); argparse itself keeps None, so `resolve_*` can tell what the user gave from what it fills in:
+the command line first, then the checkpoint's card (`<checkpoint>.json`, written by train.py and shipped with
+the demo model), then a tool's own documented default (`overrides`), then the field's default. Libraries get
+these objects or plain values, never an argparse namespace.
+"""
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import families
+from utils.options import checked, non_negative_int, option, positive_int
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_MODEL_TYPE = 'mattingrefine'
+OUTPUT_TYPES = ('com', 'pha', 'fgr', 'err', 'ref')
+
+
+def show(value):
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, (tuple, list)):
+        return ' '.join(map(str, value))
+    return 'none' if value is None else str(value)
+
+
+def add_options(parser, cls, title=None, defaults=None, aliases=None, default_help=None):
+    """Add the option fields of dataclass `cls` to `parser` (in a group `title`); `defaults` are a tool's own
+    defaults (shown in --help), `aliases` extra flags {field: [flag, ...]}, `default_help` {field: text} the
+    text of defaults that vary."""
+    group = parser.add_argument_group(title) if title else parser
+    defaults, aliases, default_help_of = defaults or {}, aliases or {}, default_help or {}
+    for f in dataclasses.fields(cls):
+        meta = dict(f.metadata)
+        if 'flag' not in meta:
+            continue
+        flags = [meta.pop('flag')] + list(meta.pop('aliases', ())) + list(aliases.get(f.name, ()))
+        default = defaults.get(f.name, f.default)
+        text = meta.pop('help')
+        default_help = default_help_of.get(f.name, meta.pop('default_help', None))
+        meta.pop('default_help', None)
+        if f.name in defaults:              # the tool's own default replaces the field's
+            default_help = None
+        if meta.get('action') == 'store_true':
+            pass                                   # a switch: off unless given
+        elif default_help is not None:
+            text += f' (default: {default_help})'
+        else:
+            text += f' (default: {show(default)})'
+        group.add_argument(*flags, dest=f.name, default=None, help=text, **meta)
+    return group
+
+
+def fill(cls, args, defaults=None, **values):
+    """An instance of `cls`: each option field from `args` when given, else from `defaults`, else its default;
+    `values` set fields directly."""
+    defaults = defaults or {}
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            kwargs[f.name] = values[f.name]
+            continue
+        given = getattr(args, f.name, None) if 'flag' in f.metadata else None
+        value = given if given is not None else defaults.get(f.name, f.default)
+        if f.metadata.get('action') == 'store_true' and value is None:
+            value = False
+        kwargs[f.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**kwargs)
+
+
+def given(args, cls):
+    """Flags of `cls` the user gave."""
+    return [f.metadata['flag'] for f in dataclasses.fields(cls)
+            if 'flag' in f.metadata and getattr(args, f.name, None) is not None]
+
+
+# ---------------------------------------------------------------- the model
+
+def default_device():
+    import paddle
+    return 'gpu' if paddle.device.is_compiled_with_cuda() else 'cpu'
+
+
+def _family_defaults(attribute):
+    return ', '.join(f"{f.name} {getattr(f, attribute)}" for f in families.FAMILIES.values())
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network, its weights and where it runs; `options` is the family's options dataclass."""
+    model_type: str = option(DEFAULT_MODEL_TYPE, '--model-type', choices=families.MODEL_TYPES,
+                             help='the network: ' + '; '.join(f"{', '.join(f.model_types)} ({f.title})"
+                                                              for f in families.FAMILIES.values()),
+                             default_help=f"{DEFAULT_MODEL_TYPE}, or the checkpoint's card")
+    backbone: str = option(None, '--model-backbone', choices=families.BACKBONES,
+                           help='encoder: ' + '; '.join(f"{', '.join(f.backbones)} for {f.name}"
+                                                        for f in families.FAMILIES.values()),
+                           default_help=_family_defaults('default_backbone') +
+                           ", or the checkpoint's card")
+    checkpoint: Optional[str] = option(None, '--model-checkpoint', metavar='PATH',
+                                       help='weights: a .pdparams of this project or an official PyTorch .pth '
+                                            '(converted on the fly, no torch needed)',
+                                       default_help='the demo model shipped in model/weights/ (BGMv2 '
+                                                    'mobilenetv2, trained by this project on a small demo set; '
+                                                    'not the official weights)')
+    device: str = option(None, '--device', choices=('cpu', 'gpu'), help='where to run',
+                         default_help='gpu when Paddle is built with CUDA, else cpu')
+    family: str = None
+    options: object = None
+
+    @property
+    def spec(self):
+        return families.FAMILIES[self.family]
+
+
+def add_model_options(parser, overrides=None, aliases=None, demo=True):
+    """--model-type, --model-backbone, --model-checkpoint, --device and every family's model options; `demo`
+    as in resolve_model."""
+    shown = {'device': f'{default_device()}: gpu when Paddle is built with CUDA, else cpu'}
+    if not demo:
+        shown['checkpoint'] = 'none: random weights'
+    add_options(parser, ModelConfig, 'model', aliases=aliases, default_help=shown)
+    for spec in families.FAMILIES.values():
+        add_options(parser, spec.options, f'{spec.name} model ({", ".join(spec.model_types)})', overrides)
+
+
+def resolve_model(args, read_card, overrides=None, demo=True):
+    """ModelConfig from parsed arguments. `read_card(path)` returns a checkpoint's card ({} when it has none);
+    `overrides` are the calling tool's own defaults; `demo`: use the family's shipped weights when no
+    --model-checkpoint is given (predict, eval, export), else no weights (train, speed test)."""
+    overrides = overrides or {}
+    model_type, checkpoint = args.model_type, args.checkpoint
+    spec = families.family_of(model_type or DEFAULT_MODEL_TYPE)
+    if checkpoint is None and demo:
+        checkpoint = spec.demo_checkpoint
+    if checkpoint and not os.path.isfile(checkpoint):
+        raise ValueError(f"{checkpoint}: checkpoint not found" + (' (the demo model is missing; pass '
+                                                                  '--model-checkpoint)' if not args.checkpoint
+                                                                  else ''))
+    card = read_card(checkpoint) if checkpoint else {}
+    model_type = model_type or card.get('model_type') or DEFAULT_MODEL_TYPE
+    spec = families.family_of(model_type)
+    backbone = args.backbone or card.get('backbone') or spec.default_backbone
+    if backbone not in spec.backbones:
+        raise ValueError(f"backbone {backbone} does not fit --model-type {model_type}; use one of "
+                         f"{', '.join(spec.backbones)}")
+    foreign = [flag for other in families.FAMILIES.values() if other is not spec
+               for flag in given(args, other.options)]
+    if foreign:
+        raise ValueError(f"{', '.join(foreign)}: not an option of {model_type} ({spec.title})")
+    if args.checkpoint is None and demo:
+        if checkpoint is None or card.get('backbone', backbone) != backbone or \
+                card.get('family', spec.name) != spec.name:
+            raise ValueError(f"no --model-checkpoint given, and no demo model fits {model_type} {backbone}: pass "
+                             f"an official checkpoint (.pth works directly) or one converted with "
+                             f"tools/convert_weights.py")
+    card_options = {k: v for k, v in card.items() if k in {f.name for f in dataclasses.fields(spec.options)}}
+    options = fill(spec.options, args, {**overrides, **card_options})
+    return ModelConfig(model_type=model_type, backbone=backbone, checkpoint=checkpoint,
+                       device=args.device or default_device(), family=spec.name, options=options)
+
+
+# ---------------------------------------------------------------- backends
+
+BACKENDS = ('dygraph', 'inference', 'onnxruntime')
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """How a model runs in predict and eval."""
+    backend: str = option('auto', '--backend', choices=('auto',) + BACKENDS,
+                          help='dygraph: the Paddle model itself; inference: Paddle Inference on an export (oneDNN '
+                               'on CPU, several times faster there); onnxruntime: its ONNX conversion (needs '
+                               'paddle2onnx and onnxruntime). auto: inference on CPU when there are more than 8 '
+                               'frames and the family exports, else dygraph. Exports are made on the fly; '
+                               'tools/export.py writes them once')
+    threads: int = option(os.cpu_count() or 1, '--threads', type=positive_int,
+                          help='CPU threads of the inference and onnxruntime backends',
+                          default_help=f'{os.cpu_count() or 1}: all cores')
+    precision: str = option('fp32', '--precision', choices=('fp32', 'fp16'), help='fp16 needs --device gpu')
+    export_dir: Optional[str] = option(None, '--export-dir', metavar='DIR',
+                                       help='inference / onnxruntime: the folder tools/export.py wrote (same model '
+                                            'options)', default_help='none: export on the fly to a temporary '
+                                                                            'folder')
+    tensorrt: bool = option(False, '--tensorrt', action='store_true',
+                            help='inference backend on GPU: TensorRT engines (built for up to 1 x 1080 x 1920)')
+
+
+def resolve_backend(args, model, defaults=None):
+    backend = fill(BackendConfig, args, defaults)
+    if backend.precision == 'fp16' and model.device != 'gpu':
+        raise ValueError('--precision fp16 needs --device gpu (half precision gives no speed-up on CPU)')
+    if backend.tensorrt and (model.device != 'gpu' or backend.backend not in ('auto', 'inference')):
+        raise ValueError('--tensorrt needs --device gpu and the inference backend')
+    if backend.export_dir and not os.path.isdir(backend.export_dir):
+        raise ValueError(f"{backend.export_dir}: --export-dir not found (tools/export.py writes it)")
+    return backend
+
+
+# ---------------------------------------------------------------- predict
+
+@dataclass(frozen=True)
+class PredictConfig:
+    src: Optional[str] = option(None, '--src', aliases=('--images-src', '--video-src'), metavar='PATH',
+                                help='photo, folder (searched recursively), glob pattern in quotes, video, or '
+                                     'folder of frames (a clip for rvm)',
+                                default_help='the demo photos in image/src/ (with --preprocess-alignment)')
+    bgr: Optional[str] = option(None, '--bgr', aliases=('--images-bgr', '--video-bgr'), metavar='PATH',
+                                help='background plate(s) captured without the subject (BGMv2 only): one image '
+                                     'for all inputs, a folder or glob paired with --src by relative path and name '
+                                     '(suffixes such as _src/_bgr are ignored), or a video paired frame by frame '
+                                     'with a --src video', default_help='image/bgr/ with the demo photos')
+    output_dir: str = option(os.path.join(ROOT, 'output'), '--output-dir', metavar='DIR', help='where results go',
+                             default_help='output/')
+    output_types: tuple = option(('com', 'pha', 'fgr'), '--output-types', nargs='+', choices=OUTPUT_TYPES,
+                                 help='com: composite (RGBA PNG, or over --target-bgr), pha: alpha matte, fgr: '
+                                      'foreground, err: predicted error map, ref: refined patches (those the model '
+                                      'has)')
+    output_format: str = option('video', '--output-format', choices=('video', 'png'),
+                                help='for video inputs: MP4 files (H.264 with PyAV installed, else mp4v) or PNG '
+                                     'frames')
+    target_bgr: Optional[str] = option(None, '--target-bgr', metavar='IMAGE|VIDEO|COLOUR',
+                                       help='composite onto this instead of transparency: an image, a video '
+                                            '(looped) or a colour ("#00ff00" or "0,255,0")',
+                                       default_help='none: transparent RGBA for images, the official light '
+                                                    'green for videos')
+    preprocess_alignment: bool = option(False, '--preprocess-alignment', action='store_true',
+                                        help='align each plate to its photo with a feature homography '
+                                             '(hand-held captures)')
+    batch_size: int = option(1, '--batch-size', type=positive_int,
+                             help='BGMv2: frames per model call (videos, equal-size images)')
+    seq_chunk: int = option(1, '--seq-chunk', type=positive_int,
+                            help='rvm: frames per model call; the recurrent state is carried across chunks')
+    fps: float = option(30.0, '--fps', type=float, help='frame rate of videos made from image sequences')
+    overwrite: bool = option(False, '-y', action='store_true', help='overwrite existing outputs')
+    resume: bool = option(False, '--resume', action='store_true', help='skip inputs whose outputs all exist already')
+    strict: bool = option(False, '--strict', action='store_true',
+                          help='stop at the first bad input instead of skipping it')
+
+
+DEMO_SRC, DEMO_BGR = os.path.join(ROOT, 'image', 'src'), os.path.join(ROOT, 'image', 'bgr')
+
+
+def resolve_predict(args, model):
+    """PredictConfig; with no --src, the demo photos and plates (aligned: they are hand-held)."""
+    spec = model.spec
+    if args.src is None:
+        if args.bgr is not None or not spec.needs_plate:
+            raise ValueError('--src is required')
+        return fill(PredictConfig, args, src=DEMO_SRC, bgr=DEMO_BGR, preprocess_alignment=True)
+    if args.bgr is None and spec.needs_plate:
+        raise ValueError('--bgr is required with --src: BGMv2 needs a background plate (or use --model-type rvm)')
+    if args.bgr is not None and not spec.needs_plate:
+        raise ValueError(f'--model-type {model.model_type} takes no --bgr: {spec.title} needs no background plate')
+    return fill(PredictConfig, args)
+
+
+# ---------------------------------------------------------------- eval
+
+@dataclass(frozen=True)
+class EvalConfig:
+    data_dir: Optional[str] = option(None, '--data-dir', metavar='DIR',
+                                     help='test set. Image protocol: fgr/ pha/ [trimap/] or RGBA images; video '
+                                          'protocol (required): the composited clips <clip>/{com,fgr,pha,bgr}/',
+                                     default_help='image protocol: photomatte85 of configs/datasets.json')
+    protocol: str = option('auto', '--protocol', choices=('auto', 'image', 'video'),
+                           help='image: BGMv2 composites + DIM metrics; video: RVM clips + video metrics; auto: '
+                                'video for --model-type rvm or a --data-dir with <clip>/com/ folders, else image')
+    bgr_dir: Optional[str] = option(None, '--bgr-dir', metavar='DIR',
+                                    help='image protocol: backgrounds to composite onto',
+                                    default_help='the validation split of "backgrounds" in configs/datasets.json')
+    pred_dir: Optional[str] = option(None, '--pred-dir', metavar='DIR',
+                                     help='score the predictions in this folder instead of running a model')
+    output_dir: str = option(os.path.join(ROOT, 'output', 'eval'), '--output-dir', metavar='DIR',
+                             help='results folder', default_help='output/eval')
+    seed: int = option(0, '--seed', type=int, help='image protocol: seed of the evaluation composites')
+    trimap_radius: int = option(10, '--trimap-radius', type=positive_int,
+                                help='image protocol: unknown band of derived trimaps: L1 distance in pixels')
+    resolution: Optional[int] = option(None, '--resolution', type=checked(int, lambda v: v >= 4, 'at least 4'),
+                                       help='image protocol: resize every test image so that its longer side has '
+                                            'this many pixels before compositing and scoring (SAD, Grad and Conn '
+                                            'are sums and scale with the size)', default_help='none: native size')
+    hr: bool = option(False, '--hr', action='store_true',
+                      help="video protocol: the high-resolution evaluator's definitions (evaluate_hr.py: Grad "
+                           "without min-max stretch, no Conn), as the paper reports 1920x1080")
+    seq_chunk: int = option(1, '--seq-chunk', type=positive_int, help='video protocol: frames per model call')
+    save_pred: bool = option(False, '--save-pred', action='store_true',
+                             help='also write the predicted mattes and foregrounds')
+
+
+def _configured_dir(name, flag):
+    """The validation folder of a dataset of configs/datasets.json, for an option left at its default."""
+    from dataset.config import load_roots, split_dir
+    try:
+        return split_dir(load_roots(), name, 'valid')
+    except ValueError as e:
+        raise ValueError(f"no {flag} given and the default is missing: {e}. Pass {flag}, e.g. "
+                         f"--data-dir dataset/demo/valid --bgr-dir dataset/demo/backgrounds/valid") from None
+
+
+def resolve_eval(args, model):
+    """EvalConfig with the protocol chosen (its options checked) and the folders made absolute.
+
+    --protocol auto: video for a --data-dir that holds clips with composites (<clip>/com/) when the family
+    (or a prediction folder) can be scored that way, else the family's first protocol."""
+    from dataset.clips import is_composited_layout
+    cfg = fill(EvalConfig, args)
+    spec = model.spec
+    protocols = ('image', 'video') if cfg.pred_dir else spec.protocols
+    protocol = cfg.protocol
+    if protocol == 'auto':
+        clips = cfg.data_dir and is_composited_layout(cfg.data_dir) and 'video' in protocols
+        protocol = 'video' if clips else protocols[0]
+    if protocol not in protocols:
+        raise ValueError(f"--model-type {model.model_type} is evaluated with the {' or '.join(protocols)} protocol" +
+                         (" on composited clips (--data-dir <clip>/{com,fgr,pha,bgr}/)" if protocols == ('video',)
+                          else ''))
+    other = {'image': [('--hr', cfg.hr)], 'video': [('--bgr-dir', cfg.bgr_dir), ('--resolution', cfg.resolution)]}
+    wrong = [flag for flag, value in other[protocol] if value]
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)}: not an option of the {protocol} protocol")
+    if protocol == 'video' and not cfg.data_dir:
+        raise ValueError("the video protocol needs --data-dir: the composited test set (<clip>/{com,fgr,pha,bgr}/, "
+                         "e.g. videomatte_512x288)")
+    data_dir = os.path.abspath(cfg.data_dir or _configured_dir('photomatte85', '--data-dir'))
+    bgr_dir = cfg.bgr_dir
+    if protocol == 'image' and not cfg.pred_dir:
+        bgr_dir = os.path.abspath(bgr_dir or _configured_dir('backgrounds', '--bgr-dir'))
+    return dataclasses.replace(cfg, protocol=protocol, data_dir=data_dir, bgr_dir=bgr_dir)
+
+
+# ---------------------------------------------------------------- train
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training and validation data: names in the dataset config (configs/datasets.json)."""
+    dataset_name: str = option('videomatte240k', '--dataset-name',
+                               help="training set: a name in the dataset config, or a list 'a*20,b' (a repeated "
+                                    "20 times)")
+    background_name: str = option('backgrounds', '--background-name', help='training backgrounds')
+    valid_dataset_name: Optional[str] = option(None, '--valid-dataset-name', help='validation set',
+                                               default_help='--dataset-name')
+    valid_background_name: Optional[str] = option(None, '--valid-background-name', help='validation backgrounds',
+                                                  default_help='--background-name')
+    dataset_config: str = option(os.path.join(ROOT, 'configs', 'datasets.json'), '--dataset-config',
+                                 metavar='JSON', help='dataset roots', default_help='configs/datasets.json')
+    dataset_root: tuple = option((), '--dataset-root', action='append', metavar='NAME=PATH',
+                                 help='override or add the root of a dataset (repeatable)', default_help='none')
+    resolution: Optional[int] = option(None, '--resolution', type=positive_int,
+                                       help='side of the loaded samples; crops are 1/2 to 1 of it',
+                                       default_help='by model type, see below')
+    num_workers: int = option(min(4, os.cpu_count() or 1), '--num-workers', type=non_negative_int,
+                              help='data-loading processes (0: in the training process)',
+                              default_help=f'{min(4, os.cpu_count() or 1)}: min(4, CPU cores)')
+    valid_samples: int = option(50, '--valid-samples', type=positive_int, help='evenly spaced validation samples')
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The run: where it writes, how long, how often it logs, validates and saves."""
+    name: Optional[str] = option(None, '--name', help='run name: checkpoint/<name>, log/<name>',
+                                 default_help='<model-type>_<backbone>')
+    checkpoint_dir: str = option('checkpoint', '--checkpoint-dir', metavar='DIR', help='checkpoints go to DIR/<name>')
+    log_dir: str = option('log', '--log-dir', metavar='DIR', help='logs go to DIR/<name>')
+    epochs: int = option(1, '--epochs', type=positive_int, help='train until this epoch (official --epoch-end)')
+    max_steps: Optional[int] = option(None, '--max-steps', type=positive_int,
+                                      help='stop after this many steps in all (for short runs)')
+    batch_size: Optional[int] = option(None, '--batch-size', type=positive_int, help='samples per process',
+                                       default_help='by model type, see below')
+    seed: int = option(0, '--seed', type=int, help='seed of the initial weights, data order and augmentation')
+    no_amp: bool = option(False, '--no-amp', action='store_true',
+                          help='no mixed precision on GPU (it is a no-op on CPU)')
+    resume: Optional[str] = option(None, '--resume', nargs='?', const='auto', metavar='STATE_JSON',
+                                   help='continue a run: its last complete checkpoint, or the given step-N.json')
+    log_interval: int = option(10, '--log-interval', type=positive_int, help='steps between log lines')
+    image_interval: Optional[int] = option(None, '--image-interval', type=positive_int,
+                                           help='steps between VisualDL image grids',
+                                           default_help='by model type, see below')
+    valid_interval: Optional[int] = option(None, '--valid-interval', type=positive_int,
+                                           help='steps between validations', default_help='by model type, see below')
+    checkpoint_interval: Optional[int] = option(None, '--checkpoint-interval', type=positive_int,
+                                                help='steps between checkpoints (and at each epoch end)',
+                                                default_help='by model type, see below')
+    keep_checkpoints: int = option(3, '--keep-checkpoints', type=positive_int,
+                                   help='how many of the last checkpoints to keep')
+    check_data: bool = option(False, '--check-data', action='store_true',
+                              help='only check that the training data exist')
+
+
+def resolve_train(args, model):
+    """(DataConfig, TrainConfig, family training options) with the model type's defaults filled in."""
+    trainer = model.spec.trainer(model.model_type)            # Unavailable: no training for this family yet
+    defaults = trainer.defaults
+    data = fill(DataConfig, args, {'resolution': defaults['resolution']})
+    data = dataclasses.replace(data, valid_dataset_name=data.valid_dataset_name or data.dataset_name,
+                               valid_background_name=data.valid_background_name or data.background_name)
+    run = fill(TrainConfig, args, defaults)
+    run = dataclasses.replace(run, name=run.name or f'{model.model_type}_{model.backbone}')
+    return data, run, fill(trainer.options, args, defaults)

@@ -1,0 +1,22 @@
+"""Evaluation protocols side by side: `image` (BGMv2 composites, DIM metrics) and `video` (RVM clips, video
+metrics), each `evaluate(cfg, settings, make_runner=None, plates=False)`. A family lists the protocols it
+supports (families/); eval.py chooses one and calls it."""
+import os
+
+from . import images, video
+
+PROTOCOLS = {'image': images, 'video': video}
+
+
+def settings(cfg, model=None):
+    """What the numbers depend on (a rerun into the same output folder must match it to resume): the protocol's
+    options and the model's description (families.describe), or the prediction folder."""
+    common = {'protocol': cfg.protocol, 'data_dir': cfg.data_dir}
+    if cfg.protocol == 'image':
+        common.update(trimap_radius=cfg.trimap_radius, resolution=cfg.resolution)
+    else:
+        common.update(hr=cfg.hr)
+    if model is None:
+        return {'mode': 'pred', 'pred_dir': os.path.abspath(cfg.pred_dir), **common}
+    run = {'bgr_dir': cfg.bgr_dir, 'seed': cfg.seed} if cfg.protocol == 'image' else {'seq_chunk': cfg.seq_chunk}
+    return {'mode': 'model', **model, **run, **common}

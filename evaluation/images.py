@@ -1,0 +1,169 @@
+"""The image protocol: BGMv2's evaluation on PhotoMatte85-style test sets with the Deep Image Matting metrics.
+eval.py's docstring states the protocol; the columns below their scaling."""
+import os
+
+import cv2
+import numpy as np
+
+from dataset.augmentation import eval_composite
+from dataset.folders import find_pairs, image_files, pair_stem, read_pair
+from utils.io import ImageReadError, read_alpha_u8, read_image, resize_cover, to_uint8, write_image
+from utils.metrics import dim_metrics, foreground_metrics
+from utils.pairing import by_stem
+
+from .results import mean, present, progress, read_rows, report_failure, start_output, table, write_json, write_rows
+
+# CSV column -> what it is; the console table shows the same scaling in its headers
+IMAGE_COLUMNS = {
+    'SAD': 'sum over unknown pixels of |pred - gt|, alpha in [0, 1], / 1000 (DIM hleval.m)',
+    'MSE': 'mean over unknown pixels of (pred - gt)^2, no factor (DIM hleval.m)',
+    'Grad': 'sum over unknown pixels of (|grad pred| - |grad gt|)^2 / 1000; 9x9 Gaussian-derivative filter, '
+            'sigma 1.4, L2-normalised, after whole-image mat2gray (DIM hleval.m)',
+    'Conn': 'sum over unknown pixels of |phi(pred) - phi(gt)| / 1000; step 0.1, theta 0.15, 4-connected '
+            'largest component, empty thresholds skipped (DIM hleval.m)',
+    'FG_MSE': 'mean over pixels with gt alpha > 0 and all 3 channels of (pred_fgr - gt_fgr)^2 x 1000 '
+              '(empty when no foreground prediction)',
+    'old_SAD_x2': '2 x SAD: the scale of the earlier Paddle reproduction (its README: 7.58; target 8.65)',
+    'old_MSE_x2e3': '2000 x sum over unknown pixels of (pred - gt)^2 / (unknown pixels + 1): the earlier '
+                    'reproduction\'s MSE (its README: 9.49; target 9.57)',
+}
+IMAGE_TABLE = [('SAD', 'sum/1e3', 3), ('MSE', 'mean', 6), ('Grad', 'sum/1e3', 3), ('Conn', 'sum/1e3', 3),
+               ('FG_MSE', 'mean x1e3', 3), ('old_SAD_x2', 'old repro x2', 3), ('old_MSE_x2e3', 'old repro x2e3', 3)]
+IMAGE_FIELDS = ['name', 'height', 'width', 'unknown_pixels'] + list(IMAGE_COLUMNS)
+
+
+def derive_trimap(alpha, radius):
+    """uint8 trimap from a uint8 alpha (the module docstring states the rule)."""
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    opaque = cv2.erode(alpha, cross, iterations=radius) == 255
+    clear = cv2.dilate(alpha, cross, iterations=radius) == 0
+    return np.where(opaque, 255, np.where(clear, 0, 128)).astype(np.uint8)
+
+
+def resize_long_side(image, side, interpolation):
+    h, w = image.shape[:2]
+    s = side / max(h, w)
+    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=interpolation)
+
+
+def ground_truth(cfg, pair):
+    """(fgr float H x W x 3, alpha uint8, trimap uint8, trimap_was_derived) of one test image."""
+    fgr_path, pha_path, trimap_path = pair
+    fgr, pha = read_pair(fgr_path, pha_path)
+    trimap = read_alpha_u8(trimap_path) if trimap_path else None
+    if trimap is not None and trimap.shape != pha.shape:
+        raise ValueError(f"{trimap_path} is {trimap.shape[1]}x{trimap.shape[0]} but its alpha "
+                         f"{pha.shape[1]}x{pha.shape[0]}")
+    if cfg.resolution:
+        fgr, pha = (resize_long_side(a, cfg.resolution, cv2.INTER_AREA) for a in (fgr, pha))
+        trimap = None if trimap is None else resize_long_side(trimap, cfg.resolution, cv2.INTER_NEAREST)
+    alpha = to_uint8(pha)
+    return fgr, alpha, (derive_trimap(alpha, cfg.trimap_radius) if trimap is None else trimap), trimap is None
+
+
+# ---------------------------------------------------------------- predictions
+
+class ModelPredictor:
+    """Composites test image i over its background and runs the model on it."""
+
+    def __init__(self, runner, bgr_dir, seed):
+        self.backgrounds = image_files(bgr_dir)
+        self.matting, self.seed = runner, seed
+
+    def __call__(self, index, name, fgr, alpha):
+        h, w = alpha.shape
+        bgr = resize_cover(read_image(self.backgrounds[index % len(self.backgrounds)]), h, w)
+        rng = np.random.default_rng([self.seed, index])
+        src, bgr = eval_composite(fgr, alpha / np.float32(255), bgr, rng)
+        out = self.matting(src[None], bgr[None])
+        return to_uint8(out['pha'][0]), to_uint8(out['fgr'][0])
+
+
+class FolderPredictor:
+    """Reads `<pred-dir>/pha/<name>.*` (or `<pred-dir>/<name>.*`) and `<pred-dir>/fgr/<name>.*` if any."""
+
+    def __init__(self, pred_dir):
+        if not os.path.isdir(pred_dir):
+            raise ValueError(f"{pred_dir}: prediction folder not found")
+        pha_dir = os.path.join(pred_dir, 'pha')
+        self.pha_dir = pha_dir if os.path.isdir(pha_dir) else pred_dir
+        self.pha = by_stem(self.pha_dir)
+        fgr_dir = os.path.join(pred_dir, 'fgr')
+        self.fgr = by_stem(fgr_dir) if os.path.isdir(fgr_dir) else {}
+        if not self.pha:
+            raise ValueError(f"{self.pha_dir}: no predicted mattes found")
+
+    def __call__(self, index, name, fgr, alpha):
+        if name not in self.pha:
+            raise ImageReadError(f"{os.path.join(self.pha_dir, name)}.*: no predicted matte for this image")
+        fgr_pred = read_image(self.fgr[name]) if name in self.fgr else None
+        return read_alpha_u8(self.pha[name]), fgr_pred
+
+
+# ---------------------------------------------------------------- scoring
+
+def score_image(name, pred, alpha, trimap, fgr_pred, fgr):
+    """One CSV row."""
+    unknown = int(np.count_nonzero(trimap == 128))
+    row = {'name': name, 'height': alpha.shape[0], 'width': alpha.shape[1], 'unknown_pixels': unknown,
+           **dim_metrics(pred, alpha, trimap)}
+    row['FG_MSE'] = '' if fgr_pred is None else foreground_metrics(fgr_pred, fgr, alpha)['MSE']
+    row['old_SAD_x2'] = 2 * row['SAD']
+    row['old_MSE_x2e3'] = 2000 * row['MSE'] * unknown / (unknown + 1) if unknown else 0.0
+    return row
+
+
+def image_means(rows):
+    """Plain mean over images (as hleval.m) of each column; NaN/absent values are left out and counted."""
+    out = {}
+    for column in IMAGE_COLUMNS:
+        values = [v for v in (r[column] for r in rows) if present(v)]
+        out[column] = {'mean': mean(values), 'images': len(values)}
+    return out
+
+
+def evaluate(cfg, settings, make_runner=None, plates=True):
+    """Score every test image of cfg.data_dir not yet in <cfg.output_dir>/metrics.csv; write the result files.
+    `make_runner(frames)` gives the model's runner (None: score cfg.pred_dir), fed composites over cfg.bgr_dir
+    with those backgrounds as plates. -> (summary, console table, result file names)."""
+    data_dir = cfg.data_dir
+    pairs = find_pairs(data_dir)
+    settings = start_output(cfg.output_dir, settings)
+    csv_path = os.path.join(cfg.output_dir, 'metrics.csv')
+    rows = {r['name']: r for r in read_rows(csv_path, IMAGE_FIELDS)}
+    todo = [(i, pair, pair_stem(data_dir, pair[0])) for i, pair in enumerate(pairs)]
+    todo = [t for t in todo if t[2] not in rows]
+    if todo:        # a finished run only reprints its results: no model needed
+        predict = FolderPredictor(cfg.pred_dir) if cfg.pred_dir else ModelPredictor(make_runner(len(todo)), cfg.bgr_dir,
+                                                                                      cfg.seed)
+    failed = []
+    with progress(len(pairs), len(pairs) - len(todo), 'image') as bar:
+        for index, pair, name in todo:
+            try:
+                fgr, alpha, trimap, derived = ground_truth(cfg, pair)
+                pred, fgr_pred = predict(index, name, fgr, alpha)
+                rows[name] = score_image(name, pred, alpha, trimap, fgr_pred, fgr)
+            except ValueError as e:         # unreadable/missing file or mismatched sizes: count, go on
+                failed.append(report_failure('name', name, e))
+            else:
+                save_image_outputs(cfg, name, trimap if derived else None, pred, fgr_pred)
+                write_rows(csv_path, IMAGE_FIELDS, [rows[n] for n in sorted(rows)])  # an interrupted run resumes here
+            bar.update()
+    ordered = [rows[n] for n in sorted(rows)]
+    write_rows(csv_path, IMAGE_FIELDS, ordered)
+    summary = {'protocol': 'image', 'images': len(pairs), 'scored': len(rows), 'failed': len(failed),
+               'failures': failed, 'mean': image_means(ordered), 'columns': IMAGE_COLUMNS, 'settings': settings,
+               'trimap': 'from the test set' if pairs[0][2] else f'derived from the 8-bit ground-truth alpha, '
+                                                                 f'L1 radius {cfg.trimap_radius} (saved in trimap/)'}
+    write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
+    head = (f"{summary['scored']} of {summary['images']} images scored ({summary['failed']} failed); DIM metrics "
+            f"over the trimap's unknown region; 'old repro': the scale of the earlier Paddle reproduction")
+    return summary, table(head, IMAGE_TABLE, summary['mean']), ['metrics.csv', 'summary.json']
+
+
+def save_image_outputs(cfg, name, trimap, pred, fgr_pred):
+    if trimap is not None:
+        write_image(os.path.join(cfg.output_dir, 'trimap', name + '.png'), trimap)
+    if cfg.save_pred and not cfg.pred_dir:
+        write_image(os.path.join(cfg.output_dir, 'pred', 'pha', name + '.png'), pred)
+        write_image(os.path.join(cfg.output_dir, 'pred', 'fgr', name + '.png'), fgr_pred)

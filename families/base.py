@@ -1,0 +1,56 @@
+"""What every model family declares, and the one-line refusal of a capability a family does not have yet."""
+
+
+class Unavailable(ValueError):
+    """A family lacks a capability (e.g. "training for rvm is not available yet")."""
+
+
+class Family:
+    """One model family: its networks, options, checkpoints, outputs, runner, protocols and training.
+
+    Subclasses set the attributes and override the methods of what they can do; the defaults refuse."""
+    name = ''                   # registry key, e.g. 'bgmv2'
+    title = ''                  # for messages, e.g. 'BackgroundMattingV2'
+    model_types = ()            # --model-type values
+    backbones = ()              # --model-backbone values
+    default_backbone = ''
+    options = None              # frozen dataclass of the family's model options (config.option fields)
+    needs_plate = False         # predict/eval give the network a background plate
+    demo_checkpoint = None      # shipped weights used when no --model-checkpoint is given
+    protocols = ()              # eval.py protocols, the first is the family's default
+    export_formats = ('pdmodel', 'json')   # tools/export.py --format values, the first is the default
+    export_defaults = {}        # options whose default differs in an export (a fixed graph needs a value)
+    onnx_unavailable = None     # why tools/export.py --onnx cannot convert this family yet, if it cannot
+    signatures = ()             # (model_type, backbone, key prefixes that must all occur, options) per layout
+
+    def build(self, model):
+        """ModelConfig -> the untrained network."""
+        raise Unavailable(f'{self.name} has no networks yet')
+
+    def outputs(self, model_type):
+        """The namedtuple type of the network's outputs (its fields are the output names)."""
+        raise Unavailable(f'{self.name} has no networks yet')
+
+    def output_types(self, model_type):
+        """What predict.py can write for this model type (of config.OUTPUT_TYPES)."""
+        return ()
+
+    def runner(self, model, network, backend, frames):
+        """A runner for predict/eval: frames in, named numpy outputs back (see families/bgmv2.py)."""
+        raise Unavailable(f'prediction for {self.name} is not available yet')
+
+    def export_layer(self, model, network):
+        """(layer to trace, its input names, description for export.json)."""
+        raise Unavailable(f'export for {self.name} is not available yet')
+
+    def trainer(self, model_type):
+        """The training task of training/ for this model type."""
+        raise Unavailable(f'training for {model_type} is not available yet')
+
+    def signature_of(self, keys):
+        """(model_type, backbone, options) of a state dict with these keys, or None."""
+        keys = list(keys)
+        for model_type, backbone, prefixes, options in self.signatures:
+            if all(any(k.startswith(p) for k in keys) for p in prefixes):
+                return model_type, backbone, dict(options)
+        return None

@@ -1,0 +1,1 @@
+"""Running trained networks: backends (dygraph, Paddle Inference, ONNX Runtime) and predict.py's jobs."""

@@ -1,0 +1,121 @@
+"""Paddle static-graph and export workarounds, named and tested once (tests/test_static_ops.py).
+
+Each function gives the same numbers in dygraph, under `paddle.jit.to_static`, in Paddle Inference (legacy and
+PIR graphs, oneDNN) and in ONNX Runtime, where the plain formulation fails in one of them:
+- resizes take an explicit size: Paddle's `scale_factor` samples differently from torch's and paddle2onnx 2.1
+  rejects it; torch's floor(H * s) output size is computed for ints and for static-shape tensors alike;
+- no op sees an empty tensor and no branch depends on a data-dependent count (exported graphs and oneDNN fail
+  on empty batches; a Python branch on a tensor value would not export): top-k is padded, the patch list gets a
+  dummy entry that is written nowhere;
+- patches are gathered and scattered functionally on flat tensors: index assignment into a transposed view
+  writes the wrong elements in Paddle 3.3 dygraph, and unfold/copies of whole maps are slow.
+"""
+import math
+
+import paddle
+import paddle.nn.functional as F
+
+
+def resize(x, size, mode='bilinear'):
+    """Resize to an explicit [h, w] (bilinear with align_corners=False, or nearest)."""
+    if mode == 'nearest':
+        return F.interpolate(x, size=size, mode='nearest')
+    return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+
+
+def scaled_size(h, w, scale):
+    """[floor(h * scale), floor(w * scale)], torch's recompute_scale_factor=True size, for ints and for the
+    shape tensors of a graph with dynamic height and width (cast to int truncates, which is floor here)."""
+    if isinstance(h, int):
+        return [math.floor(h * scale), math.floor(w * scale)]
+    return [(h * scale).astype('int32'), (w * scale).astype('int32')]
+
+
+def resize_pooled(pooled, size):
+    """A B x C x 1 x 1 pooled map spread over `size`: a bilinear resize (torchvision's ASPP does this), since
+    Tensor.expand_as has no legacy static kernel in Paddle 3.3 and expand with a shape tensor breaks 2.6."""
+    return resize(pooled, size)
+
+
+@paddle.jit.not_to_static
+def whole_size(shape, ratio):
+    """[floor(H*ratio), floor(W*ratio)] when the sizes are known and both products whole numbers, else None."""
+    if not all(isinstance(s, int) and s > 0 for s in shape):
+        return None
+    size = [math.floor(s * ratio) for s in shape]
+    return size if all(s * ratio - f < 1e-6 for s, f in zip(shape, size)) else None
+
+
+def downsample(x, ratio):
+    """torch's interpolate(scale_factor=ratio, recompute_scale_factor=False): output floor(H*ratio), sampled at
+    (dst + 0.5) / ratio - 0.5 (Paddle's scale_factor does the same; a rounded size would resample). When H*ratio
+    and W*ratio are whole, as for the usual ratios and resolutions, an explicit size samples identically, so a
+    static-shape export carries no scale_factor (which paddle2onnx rejects)."""
+    size = whole_size(x.shape[-2:], ratio)
+    if size is not None:
+        return resize(x, size)
+    return F.interpolate(x, scale_factor=ratio, mode='bilinear', align_corners=False)
+
+
+def topk_mask(flat, k):
+    """B x N scores -> B x N float 0/1 marking each row's k largest. k may exceed N (small images, where the
+    official code fails): k values of -1 are appended, picked only once every entry is, then cut off. k > 0."""
+    b = flat.shape[0]
+    padded = paddle.concat([flat, paddle.full([b, k], -1., flat.dtype)], axis=1)
+    idx = paddle.topk(padded, k, axis=1, sorted=False)[1]
+    ones = paddle.ones_like(idx, dtype=flat.dtype)
+    return paddle.put_along_axis(paddle.zeros_like(padded), idx, ones, axis=1)[:, :-k]
+
+
+def with_dummy(idx):
+    """P x 3 patch positions (b, y, x) -> P+1 rows: a dummy (0, 0, 0) appended, so the patch batch is never
+    empty; `scatter_patches` writes the last row nowhere."""
+    return paddle.concat([idx, paddle.zeros([1, 3], idx.dtype)])
+
+
+def planes(x):
+    """B x C x H x W -> C x B x H x W: a patch gather then indexes pixels, not pixels times channels."""
+    return x.transpose([1, 0, 2, 3])
+
+
+def window(idx, size, padding):
+    """Rows and columns (P x K each, K = size + 2 * padding) of the windows at stride `size` around each
+    (b, y, x) of idx."""
+    offsets = paddle.arange(size + 2 * padding, dtype=idx.dtype) - padding
+    return idx[:, 1:2] * size + offsets, idx[:, 2:3] * size + offsets
+
+
+def gather_patches(x, idx, size, padding):
+    """Patches of K = size + 2 * padding pixels at stride `size` around each (b, y, x) of idx, zero outside
+    the image: x C x B x H x W (channel-major, see planes) -> P x C x K x K.
+
+    One gather of pixel positions: no unfold or padded copy of the whole map. P must not be 0 (with_dummy).
+    """
+    C, B, H, W = x.shape
+    k = size + 2 * padding
+    ys, xs = window(idx, size, padding)
+    inside_y = (ys >= 0).astype(idx.dtype) * (ys < H).astype(idx.dtype)
+    inside_x = (xs >= 0).astype(idx.dtype) * (xs < W).astype(idx.dtype)
+    # pixels outside the image read row/column 0 and are zeroed by the mask
+    pixel = (idx[:, 0:1] * (H * W) + ys * inside_y * W).unsqueeze(2) + (xs * inside_x).unsqueeze(1)
+    patches = paddle.gather(x.reshape([C, -1]), pixel.reshape([-1]), axis=1).reshape([C, -1, k, k])
+    inside = (inside_y.unsqueeze(2) * inside_x.unsqueeze(1)).unsqueeze(1).astype(x.dtype)
+    return patches.transpose([1, 0, 2, 3]) * inside
+
+
+def scatter_patches(x, patches, idx):
+    """Overwrite the 4x4 blocks of x (B x C x H x W) at each (b, y, x) of idx with patches (P x C x 4 x 4).
+
+    One functional scatter into the flat tensor. The last row of idx is the dummy of `with_dummy`: its patch
+    goes to a spare block appended to the flat tensor and cut off after, so it touches nothing.
+    """
+    B, C, H, W = x.shape
+    ys, xs = window(idx, 4, 0)
+    pixel = (idx[:, 0:1] * (C * H * W) + ys * W).unsqueeze(2) + xs.unsqueeze(1)          # P x 4 x 4
+    positions = pixel.unsqueeze(1) + (paddle.arange(C, dtype=idx.dtype) * (H * W)).reshape([1, -1, 1, 1])
+    spare = B * C * H * W + paddle.arange(C * 16, dtype=idx.dtype).reshape([1, C, 4, 4])
+    dummy = (paddle.arange(idx.shape[0]) == idx.shape[0] - 1).astype(idx.dtype).reshape([-1, 1, 1, 1])
+    positions = positions + dummy * (spare - positions)         # arithmetic, not a slice: P may be 0
+    flat = paddle.concat([x.reshape([-1]), paddle.zeros([C * 16], x.dtype)])
+    flat = paddle.scatter(flat, positions.reshape([-1]), patches.reshape([-1]), overwrite=True)
+    return flat[:-C * 16].reshape([B, C, H, W])

@@ -1,0 +1,174 @@
+"""The training loop every family's task plugs into (training/bgmv2.py is one): distributed setup, data loading
+in worker processes, steps, logging, validation, atomic checkpoints with rotation, resume, the final weights and
+their card.
+
+A task provides: `options` and `defaults` (config.py resolves them), check(data, run), describe_data(data),
+datasets(data, run, rank, world), optimizer(network, options), learning_rates(network, options),
+train_mode(network, single_sample), forward(net, batch), loss(outputs, batch, options), validate(network,
+batches), image_grid(network, batch).
+"""
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import paddle
+from tqdm import tqdm
+
+from utils.checkpoint import load_weights, save_atomic
+from utils.device import set_device
+from utils.io import atomic_path
+
+from .checkpoints import Checkpoints
+from .loader import BatchLoader
+from .logger import Logger
+
+
+def card(model):
+    """A checkpoint card's "config" entry: what predict/eval need to rebuild this network."""
+    return {'family': model.family, 'model_type': model.model_type, 'backbone': model.backbone,
+            **dataclasses.asdict(model.options)}
+
+
+def write_card(weights, model, **extra):
+    with atomic_path(os.path.splitext(weights)[0] + '.json') as tmp, open(tmp, 'w') as f:
+        json.dump({'config': card(model), **extra}, f, indent=1)
+
+
+def seed_step(seed, step, rank):
+    """Paddle's generator (dropout) is reseeded per step, so a resumed run draws the same masks."""
+    paddle.seed(seed * 1_000_003 + step * 101 + rank)
+
+
+def train_step(task, net, optimizer, scaler, batch, options):
+    """One optimisation step; returns (loss, {term: value})."""
+    with paddle.amp.auto_cast(enable=scaler is not None):
+        outputs = task.forward(net, batch)
+    loss, terms = task.loss(outputs, batch, options)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    optimizer.clear_grad()
+    return float(loss), {k: float(v) for k, v in terms.items()}
+
+
+def train(model, data, run, options, task, build):
+    """Train `build(model)` (a network) with a family's task. model: ModelConfig (its checkpoint: initial
+    weights, loaded where name and shape match); data: DataConfig; run: TrainConfig; options: the task's."""
+    task.check(data, run)
+    set_device(model.device)
+    world, rank = paddle.distributed.get_world_size(), paddle.distributed.get_rank()
+    if world > 1:
+        paddle.distributed.init_parallel_env()
+    gpu = model.device == 'gpu'
+    train_set, sampler, collate, valid, note = task.datasets(data, run, rank, world)
+    checkpoints = Checkpoints(os.path.join(run.checkpoint_dir, run.name), run.keep_checkpoints)
+    log = Logger(os.path.join(run.log_dir, run.name), rank == 0)
+    if note:
+        log.text(note)
+    resume = checkpoints.find(run.resume) if run.resume else None
+    paddle.seed(run.seed)                  # the same initial weights on every rank and in every rerun
+    network = build(model)
+    if model.checkpoint and not resume:
+        loaded, skipped = load_weights(network, model.checkpoint)
+        log.text(f'{model.checkpoint}: initialised {len(loaded)} of {len(network.state_dict())} tensors '
+                 f'(name and shape match), skipped {len(skipped)}')
+    sync_bn = gpu and world > 1            # SyncBatchNorm has no CPU kernel
+    if sync_bn:
+        network = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(network)
+    single_sample = run.batch_size == 1 and not sync_bn
+    optimizer = task.optimizer(network, options)
+    scaler = paddle.amp.GradScaler(init_loss_scaling=1024) if gpu and not run.no_amp else None
+    net = paddle.DataParallel(network) if world > 1 else network
+
+    state = {'step': 0, 'epoch': 0, 'batch': 0, 'seconds': 0.0}
+    if resume:
+        state = Checkpoints.load(resume, network, optimizer, scaler)
+        log.text(f"resumed {resume}: epoch {state['epoch']}, step {state['step']}")
+    elif run.resume:
+        log.text(f'--resume: no complete checkpoint in {checkpoints.directory} yet; starting afresh')
+    if single_sample:
+        log.text(task.single_sample_note())
+    log.text(f'{model.model_type}/{model.backbone} on {world} x {model.device}: {len(train_set)} training samples, '
+             f'{len(sampler)} steps per epoch, batch {run.batch_size} per process')
+
+    loader = BatchLoader(train_set, sampler, collate, data.num_workers)
+    valid_loader = BatchLoader(*valid, workers=min(data.num_workers, 1)) if valid else None
+
+    def checkpoint():
+        if rank == 0:
+            checkpoints.save(network, optimizer, scaler, dict(state, config=card(model)))
+
+    def validation():
+        if rank == 0 and valid_loader is not None:
+            network.eval()
+            metrics = task.validate(network, valid_loader)
+            log.scalars('Evaluate', metrics, state['step'])
+            log.valid_row(state, metrics)
+            log.text(f"valid step {state['step']}: " + ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
+        task.train_mode(network, single_sample)
+
+    try:
+        log.scalars('Train/lr', task.learning_rates(network, options), state['step'])
+        task.train_mode(network, single_sample)
+        if state['batch'] >= len(sampler):
+            state.update(epoch=state['epoch'] + 1, batch=0)
+        done = run.max_steps is not None and state['step'] >= run.max_steps
+        while state['epoch'] < run.epochs and not done:
+            sampler.set_position(state['epoch'], state['batch'])
+            bar = tqdm(total=len(sampler), initial=state['batch'], desc=f"epoch {state['epoch']}",
+                       disable=rank != 0 or not sys.stderr.isatty(), mininterval=1)
+            tick = time.time()
+            for arrays in loader:
+                batch = [paddle.to_tensor(a) for a in arrays]
+                seed_step(run.seed, state['step'], rank)
+                loss, terms = train_step(task, net, optimizer, scaler, batch, options)
+                if not np.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss} at step {state['step']}: lower the learning rates")
+                seconds = time.time() - tick          # loading + step, without the logging below
+                state['step'] += 1
+                state['batch'] += 1
+                state['seconds'] += seconds
+                speed = run.batch_size * world / seconds
+                bar.update()
+                bar.set_postfix(loss=f'{loss:.4f}', img_s=f'{speed:.2f}')
+                step = state['step']
+                if step % run.log_interval == 0:
+                    log.scalars('Train', dict(terms, loss=loss, samples_per_sec=speed), step)
+                    log.text(f"epoch {state['epoch']} step {step} loss {loss:.4f} " +
+                             ' '.join(f'{k} {v:.4f}' for k, v in terms.items()) + f' {speed:.2f} samples/s')
+                if step % run.image_interval == 0 and rank == 0:
+                    network.eval()
+                    log.image('Train/images', task.image_grid(network, batch), step)
+                    task.train_mode(network, single_sample)
+                if step % run.valid_interval == 0:
+                    validation()
+                done = run.max_steps is not None and step >= run.max_steps
+                if step % run.checkpoint_interval == 0 or done:
+                    checkpoint()
+                if done:
+                    break
+                tick = time.time()
+            bar.close()
+            if not done:
+                checkpoint()
+                state.update(epoch=state['epoch'] + 1, batch=0)
+        if state['step'] % run.valid_interval:
+            validation()
+        if rank == 0:
+            final = os.path.join(checkpoints.directory, 'final.pdparams')
+            save_atomic(network.state_dict(), final)
+            write_card(final, model, step=state['step'], seconds=state['seconds'])
+            log.text(f"done: step {state['step']}, {state['seconds'] / 60:.1f} min of training, weights {final}")
+    finally:
+        loader.close()
+        if valid_loader is not None:
+            valid_loader.close()
+        log.close()
+    return state
