@@ -138,9 +138,9 @@ def resolve_model(args, read_card, overrides=None, demo=True):
     if checkpoint is None and demo:
         checkpoint = spec.demo_checkpoint
     if checkpoint and not os.path.isfile(checkpoint):
-        raise ValueError(f"{checkpoint}: checkpoint not found" + (' (the demo model is missing; pass '
-                                                                  '--model-checkpoint)' if not args.checkpoint
-                                                                  else ''))
+        problem = 'is a folder, not a checkpoint file' if os.path.isdir(checkpoint) else 'checkpoint not found'
+        raise ValueError(f"{checkpoint}: {problem}" + ('' if args.checkpoint else
+                                                       ' (the demo model is missing; pass --model-checkpoint)'))
     card = read_card(checkpoint) if checkpoint else {}
     model_type = model_type or card.get('model_type') or DEFAULT_MODEL_TYPE
     spec = families.family_of(model_type)

@@ -20,7 +20,7 @@
 #   BASE_DATASET (videomatte240k) FINETUNE_DATASET (distinction) PRIVATE_DATASET (private); a dataset may be a
 #   list 'a*20,b' (a repeated 20 times)  VALID_DATASET (default: each stage's own)
 #   BACKGROUNDS (backgrounds)  VIDEOMATTE_ROOT DISTINCTION_ROOT PRIVATE_ROOT BACKGROUNDS_ROOT (override the config)
-#   BASE_BATCH (8) REFINE_BATCH (4) BASE_RESOLUTION (512) REFINE_RESOLUTION (2048) NUM_WORKERS (4)
+#   BASE_BATCH REFINE_BATCH BASE_RESOLUTION REFINE_RESOLUTION NUM_WORKERS (default: train.py's, see its --help)
 #   CHECKPOINT_DIR (checkpoint) LOG_DIR (log) RUN (prefix of the stage names, bgmv2)  EXPORT (copy the last
 #   weights there)  LAUNCH (python3; e.g. "python3 -m paddle.distributed.launch --gpus 0,1,2,3")
 #   EXTRA_ARGS (to every stage, e.g. "--loss-laplacian 0" for the official loss)
@@ -65,8 +65,7 @@ fi
 
 : "${RUN:=bgmv2}" "${BACKBONE:=resnet50}" "${BASE_EPOCHS:=8}" "${REFINE_EPOCHS:=1}" "${FINETUNE_EPOCHS:=1}"
 : "${PRIVATE_EPOCHS:=1}" "${BASE_DATASET:=videomatte240k}" "${FINETUNE_DATASET:=distinction}"
-: "${PRIVATE_DATASET:=private}" "${BACKGROUNDS:=backgrounds}" "${BASE_BATCH:=8}" "${REFINE_BATCH:=4}"
-: "${BASE_RESOLUTION:=512}" "${REFINE_RESOLUTION:=2048}" "${NUM_WORKERS:=4}" "${CHECKPOINT_DIR:=checkpoint}"
+: "${PRIVATE_DATASET:=private}" "${BACKGROUNDS:=backgrounds}" "${CHECKPOINT_DIR:=checkpoint}"
 : "${LOG_DIR:=log}" "${LAUNCH:=$PYTHON}"
 
 ROOTS=""
@@ -84,8 +83,11 @@ stage() {
     name=${RUN}_$1
     final=$CHECKPOINT_DIR/$name/final.pdparams
     common="--model-backbone $BACKBONE --dataset-name $3 --background-name $BACKGROUNDS $ROOTS"
-    steps=""
-    [ -n "$5" ] && steps="--max-steps $5"
+    sizes=""         # unset: train.py's defaults for the model type
+    [ -n "$5" ] && sizes="--max-steps $5"
+    [ -n "$6" ] && sizes="$sizes --batch-size $6"
+    [ -n "$7" ] && sizes="$sizes --resolution $7"
+    [ -n "$NUM_WORKERS" ] && sizes="$sizes --num-workers $NUM_WORKERS"
     if [ -f "$final" ]; then
         echo "== $name: done already ($final; delete it to train again)"
     elif [ "$4" = 0 ] || [ "$5" = 0 ]; then
@@ -100,9 +102,8 @@ stage() {
         init=""
         [ -n "$PREV" ] && init="--checkpoint $PREV"
         # shellcheck disable=SC2086
-        $LAUNCH train.py --model-type "$2" $common --name "$name" --epochs "$4" $steps --batch-size "$6" \
-            --resolution "$7" --num-workers "$NUM_WORKERS" --checkpoint-dir "$CHECKPOINT_DIR" --log-dir "$LOG_DIR" \
-            --resume $init $VALID $DEMO_ARGS $EXTRA_ARGS $8
+        $LAUNCH train.py --model-type "$2" $common --name "$name" --epochs "$4" $sizes \
+            --checkpoint-dir "$CHECKPOINT_DIR" --log-dir "$LOG_DIR" --resume $init $VALID $DEMO_ARGS $EXTRA_ARGS $8
     fi
     PREV=$final
     STAGES="$STAGES $name"

@@ -19,6 +19,8 @@ import numpy as np
 import paddle
 from paddle.static import InputSpec
 
+from utils.io import make_dirs
+
 BACKENDS = ('dygraph', 'inference', 'onnxruntime')
 
 
@@ -58,7 +60,7 @@ def export_model(layer, output, fmt='pdmodel', onnx=False, opset=11):
 
     fmt 'pdmodel' is the legacy static graph that oneDNN runs on CPU (Paddle 3.3 cannot use oneDNN with
     bilinear resizes in .json graphs, PaddlePaddle/Paddle#79749); 'json' is the PIR format of Paddle 3."""
-    os.makedirs(output, exist_ok=True)
+    make_dirs(output)
     with tempfile.TemporaryDirectory(dir=output, prefix='.export-') as tmp:
         save_static(layer, os.path.join(tmp, 'model'), fmt == 'pdmodel')
         if onnx:

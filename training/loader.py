@@ -24,6 +24,15 @@ class DataLoadingError(ValueError):
 _worker = {}
 
 
+def context():
+    """Workers fork from a server process that has imported only the data modules: a fork of the training
+    process itself would copy the locks of Paddle's and OpenCV's running thread pools (a child that needs one
+    waits forever), and spawning would import Paddle in every worker."""
+    ctx = multiprocessing.get_context('forkserver')
+    ctx.set_forkserver_preload(['training.loader', 'dataset.matting'])
+    return ctx
+
+
 def _init_worker(dataset, collate):
     import cv2
     cv2.setNumThreads(1)            # the workers are the parallelism; OpenCV threads would oversubscribe
@@ -64,9 +73,8 @@ class BatchLoader:
                 self.warn(problems)
                 yield arrays
             return
-        if self.pool is None:       # fork: the workers start at once and share the file lists
-            self.pool = ProcessPoolExecutor(self.workers, multiprocessing.get_context('fork'), _init_worker,
-                                            (self.dataset, self.collate))
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(self.workers, context(), _init_worker, (self.dataset, self.collate))
         pending, batches = [], iter(self.batches)
         try:
             for keys in batches:

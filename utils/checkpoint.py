@@ -94,6 +94,12 @@ def load_state_dict(path):
     try:
         if is_torch_checkpoint(path):
             return convert_torch_state_dict(load_torch(path), path)
+        with open(path, 'rb') as f:
+            zipped = f.read(4) == b'PK\x03\x04'
+        if zipped:
+            raise ValueError(f"{path}: a zip archive but not a torch checkpoint" +
+                             (" (no data.pkl)" if zipfile.is_zipfile(path) else ": damaged or truncated (an interrupted "
+                                                                                "download?)"))
         return _unwrap(_load_pdparams(path), path)
     except OSError as e:
         raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
