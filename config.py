@@ -246,17 +246,21 @@ DEMO_SRC, DEMO_BGR = os.path.join(ROOT, 'image', 'src'), os.path.join(ROOT, 'ima
 
 
 def resolve_predict(args, model):
-    """PredictConfig; with no --src, the demo photos and plates (aligned: they are hand-held)."""
+    """PredictConfig with the output types the model has; with no --src, the demo photos and plates (aligned:
+    they are hand-held)."""
     spec = model.spec
+    has = spec.output_types(model.model_type)
+    available = lambda asked: tuple(t for t in asked or PredictConfig.output_types if t in has)  # noqa: E731
     if args.src is None:
         if args.bgr is not None or not spec.needs_plate:
             raise ValueError('--src is required')
-        return fill(PredictConfig, args, src=DEMO_SRC, bgr=DEMO_BGR, preprocess_alignment=True)
+        return fill(PredictConfig, args, src=DEMO_SRC, bgr=DEMO_BGR, preprocess_alignment=True,
+                    output_types=available(args.output_types))
     if args.bgr is None and spec.needs_plate:
         raise ValueError('--bgr is required with --src: BGMv2 needs a background plate (or use --model-type rvm)')
     if args.bgr is not None and not spec.needs_plate:
         raise ValueError(f'--model-type {model.model_type} takes no --bgr: {spec.title} needs no background plate')
-    return fill(PredictConfig, args)
+    return fill(PredictConfig, args, output_types=available(args.output_types))
 
 
 # ---------------------------------------------------------------- eval

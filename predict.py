@@ -34,16 +34,13 @@ def main(argv=None):
         model = config.resolve_model(args, read_card)
         cfg = config.resolve_predict(args, model)
         backend = config.resolve_backend(args, model)
-        spec = model.spec
-        types = [t for t in cfg.output_types if t in spec.output_types(model.model_type)]
-        wanted = set(types) | {'pha', 'fgr'}
-        chunk = cfg.batch_size if spec.needs_plate else cfg.seq_chunk
+        spec, wanted = model.spec, set(cfg.output_types) | {'pha', 'fgr'}
         done, skipped, failures, seconds = predict(
-            cfg, lambda frames: spec.runner(model, families.load(model), backend, frames, wanted), types,
-            spec.needs_plate, chunk)
+            cfg, lambda frames: spec.runner(model, families.load(model), backend, frames, wanted), spec.needs_plate,
+            cfg.batch_size if spec.needs_plate else cfg.seq_chunk)
     except ValueError as e:
         sys.exit(f"error: {e}")
-    print(f"{done} inputs matted in {seconds:.1f} s -> {os.path.abspath(cfg.output_dir)} ({', '.join(types)})"
+    print(f"{done} inputs matted in {seconds:.1f} s -> {os.path.abspath(cfg.output_dir)} ({', '.join(cfg.output_types)})"
           + (f"; {skipped} already finished" if skipped else '') + (f"; {len(failures)} failed" if failures else ''))
     return 1 if failures and not done else 0
 

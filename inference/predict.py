@@ -168,8 +168,10 @@ class Plan:
         return len(self.images) + sum(clip_length(job[0]) for job in self.clips)
 
 
-def plan(cfg, types, needs_plate):
-    """The jobs of a PredictConfig for the output `types` the model has; refuses to overwrite unless asked."""
+def plan(cfg, needs_plate):
+    """The jobs of a PredictConfig (its output types are those the model has); refuses to overwrite unless
+    asked."""
+    types = cfg.output_types
     if os.path.exists(cfg.output_dir) and not os.path.isdir(cfg.output_dir):
         raise InputError(f"{cfg.output_dir}: --output-dir is a file, not a folder")
     pairs = pair_inputs(cfg.src, cfg.bgr) if needs_plate else \
@@ -224,8 +226,8 @@ def prepare_plate(src, bgr, src_path, bgr_path, align):
 class Jobs:
     """Runs a Plan with a runner; each failed input is reported by name and skipped (or stops with strict)."""
 
-    def __init__(self, cfg, runner, types, bar):
-        self.cfg, self.runner, self.types, self.bar = cfg, runner, types, bar
+    def __init__(self, cfg, runner, bar):
+        self.cfg, self.runner, self.types, self.bar = cfg, runner, cfg.output_types, bar
         self.failures = []
 
     def fail(self, error):
@@ -322,16 +324,16 @@ class Jobs:
             reader.close()
 
 
-def predict(cfg, runner_for, types, needs_plate, chunk_size):
+def predict(cfg, runner_for, needs_plate, chunk_size):
     """Run a PredictConfig: `runner_for(frames)` makes the family's runner for that many frames. Returns
     (inputs matted, inputs skipped as finished, failure messages, seconds)."""
-    jobs = plan(cfg, types, needs_plate)
+    jobs = plan(cfg, needs_plate)
     target = Target(cfg.target_bgr)
     frames = jobs.frames
     runner = runner_for(frames)
     start = time.time()
     with tqdm(total=frames, unit='frame', desc='matting', dynamic_ncols=True) as bar:
-        run = Jobs(cfg, runner, types, bar)
+        run = Jobs(cfg, runner, bar)
         run.images(jobs.images, target)
         run.clips(jobs.clips, chunk_size)
     done = len(jobs.images) + len(jobs.clips) - len(run.failures)
