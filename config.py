@@ -48,7 +48,7 @@ def add_options(parser, cls, title=None, defaults=None, aliases=None, default_he
         if meta.get('action') == 'store_true':
             pass                                   # a switch: off unless given
         elif default_help is not None:
-            text += f' (default: {default_help})'
+            text += f' (default: {default_help.format(default=show(default))})'
         else:
             text += f' (default: {show(default)})'
         group.add_argument(*flags, dest=f.name, default=None, help=text, **meta)

@@ -24,17 +24,17 @@ class BGMv2Options:
     """The official scripts' --model-* options (spec/bgmv2.md 1.6; inference defaults)."""
     backbone_scale: float = option(0.25, '--model-backbone-scale',
                                    type=checked(float, lambda v: 0 < v <= 0.5, 'in (0, 0.5]'),
-                                   help='mattingrefine: scale at which the base network sees the image (0.25 is the '
-                                        'official value for HD; use 0.125 for 4K)',
-                                   default_help="0.25, or the checkpoint's card: the demo model's says 0.125")
+                                   help='mattingrefine: scale at which the base network sees the image (the default '
+                                        'is the official value for HD; use 0.125 for 4K)',
+                                   default_help="{default}, or the checkpoint's card (the demo model's sets its own)")
     refine_mode: str = option('sampling', '--model-refine-mode', choices=REFINE_MODES,
                               help='which patches the refiner re-predicts: the --model-refine-sample-pixels worst '
                                    '(sampling), those above --model-refine-threshold (thresholding), or all (full)')
     refine_sample_pixels: int = option(80_000, '--model-refine-sample-pixels', type=non_negative_int,
                                        help='pixels refined in sampling mode, in 4x4 patches (320000 for 4K)')
     refine_threshold: float = option(0.7, '--model-refine-threshold', type=float,
-                                     help='error threshold of thresholding mode (0.7 as the official inference '
-                                          'scripts)')
+                                     help='error threshold of thresholding mode (the default is the official '
+                                          'inference scripts\' value)')
     refine_kernel_size: int = option(3, '--model-refine-kernel-size', type=int, choices=(1, 3),
                                      help='refiner conv kernel size; the official weights use 3')
     refine_prevent_oversampling: bool = option(True, '--model-refine-prevent-oversampling', type=boolean,

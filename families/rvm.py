@@ -24,7 +24,7 @@ class RVMOptions:
                                      help='scale of the recurrent network, in (0, 1]; 0.25-0.4 suit 1080p (the paper '
                                           'uses 0.25 at 1920x1080)',
                                      default_help='none: min(512 / max(H, W), 1) per clip, the official automatic '
-                                                  'rule; tools/export.py, whose graph needs a fixed value: 0.25')
+                                                  'rule; tools/export.py, whose graph needs a fixed value, has its own')
 
 
 class RVMRunner:

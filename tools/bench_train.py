@@ -1,7 +1,7 @@
 """Training speed: iterations/s, samples/s and peak memory of train.py's step (forward, losses, backward, Adam).
 
     python3 tools/bench_train.py                        # MattingBase 512x512 and MattingRefine 2048x2048, mobilenetv2
-    python3 tools/bench_train.py --backbone resnet50 --iters 2 --configs mattingbase:512:8
+    python3 tools/bench_train.py --model-backbone resnet50 --iters 2 --configs mattingbase:512:8
     python3 tools/bench_train.py --data                 # also the data pipeline (one worker) on the demo set
 
 Each configuration runs in its own process so that its peak resident memory (ru_maxrss) is its own.
@@ -26,8 +26,8 @@ def bench_step(model_type, backbone, size, batch, iters, device):
     import train
     from training.loop import train_step
     from utils.checkpoint import read_card
-    args = train.parser().parse_args(['--model-type', model_type, '--model-backbone', backbone, '--device', device,
-                                      '--batch-size', str(batch)])
+    args = train.parser().parse_args(['--model-type', model_type, '--device', device, '--batch-size', str(batch)] +
+                                     (['--model-backbone', backbone] if backbone else []))
     model = config.resolve_model(args, read_card, demo=False)
     _, run, options = config.resolve_train(args, model)
     task = model.spec.trainer(model.model_type)
@@ -42,7 +42,7 @@ def bench_step(model_type, backbone, size, batch, iters, device):
     for i in range(iters):
         train_step(task, network, optimizer, None, batch_tensors, options)
     seconds = (time.time() - start) / iters
-    return {'what': f'{model_type} {backbone} {size}x{size} batch {batch}', 'sec_per_iter': seconds,
+    return {'what': f'{model_type} {model.backbone} {size}x{size} batch {batch}', 'sec_per_iter': seconds,
             'iters_per_sec': 1 / seconds, 'samples_per_sec': batch / seconds}
 
 
@@ -74,7 +74,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--configs', nargs='+', default=['mattingbase:512:1', 'mattingrefine:2048:1'],
                    metavar='TYPE:SIZE:BATCH')
-    p.add_argument('--backbone', default='mobilenetv2')
+    p.add_argument('--model-backbone', dest='backbone', default=None,
+                   help="encoder (default: the family's, as train.py)")
     p.add_argument('--iters', type=int, default=3, help='timed iterations after one warm-up')
     p.add_argument('--device', default='cpu')
     p.add_argument('--data', action='store_true', help='also time the data pipeline at each size')

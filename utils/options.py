@@ -9,8 +9,8 @@ from dataclasses import field
 
 def option(default, flag, help, **argparse_kwargs):
     """A dataclass field that is also a command-line option. `argparse_kwargs` go to add_argument; in them
-    `default_help` replaces the '(default: X)' text for defaults that vary (by family, model type, machine)
-    and `aliases` adds flags."""
+    `default_help` replaces the '(default: X)' text for defaults that vary (by family, model type, machine;
+    '{default}' in it stands for the default) and `aliases` adds flags."""
     return field(default=default, metadata=dict(flag=flag, help=help, **argparse_kwargs))
 
 
