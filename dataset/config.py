@@ -18,9 +18,12 @@ def load_roots(config=DEFAULT_CONFIG, overrides=()):
     try:
         with open(config) as f:
             table = {k: v for k, v in json.load(f).items() if not k.startswith('_')}
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, AttributeError) as e:
         raise ValueError(f"{config}: cannot read the dataset config ({e})") from None
     for name, entry in table.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get('root'), str):
+            raise ValueError(f'{config}: dataset {name!r} needs a "root" (and "train"/"valid" split folders), '
+                             f'got {entry!r}')
         if not os.path.isabs(entry['root']):
             entry['root'] = os.path.join(REPO, entry['root'])
     for item in overrides:

@@ -84,9 +84,13 @@ def to_onnx(graph, params, path, opset):
         import paddle2onnx
     except ImportError:
         raise ValueError('ONNX export needs `pip install paddle2onnx onnxruntime`') from None
-    # paddle2onnx folds constants with polygraphy and switches on its auto-install, which would pip-install a
-    # missing onnx_graphsurgeon at run time: nothing may download, so fold with onnxoptimizer then
+    # paddle2onnx folds constants with polygraphy and switches polygraphy's auto-install on, which pip-installs what
+    # polygraphy misses (onnx_graphsurgeon; sympy for its shape inference) during the export. Nothing may download:
+    # auto-install off (polygraphy reads the flag at use), and without onnx_graphsurgeon fold with onnxoptimizer
     folding = 'polygraphy' if all(find_spec(m) for m in ('polygraphy', 'onnx_graphsurgeon')) else 'onnxoptimizer'
+    if folding == 'polygraphy':
+        from polygraphy import config as polygraphy_config
+        polygraphy_config.AUTOINSTALL_DEPS = False
     paddle2onnx.export(graph, params, path, opset_version=opset, auto_upgrade_opset=True, verbose=False,
                        optimize_tool=folding)
     if not os.path.isfile(path):

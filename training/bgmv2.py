@@ -18,6 +18,7 @@ from utils.metrics import dim_metrics
 from utils.options import non_negative, option
 
 MODULES = ('backbone', 'aspp', 'decoder', 'refiner')
+MIN_RESOLUTION = 32
 # the official train_base.py / train_refine.py values per stage
 DEFAULTS = {
     'mattingbase': dict(lr_backbone=1e-4, lr_aspp=5e-4, lr_decoder=5e-4, lr_refiner=0, batch_size=8,
@@ -63,6 +64,8 @@ class BGMv2Training:
         self.refine = model_type == 'mattingrefine'
 
     def check(self, data, run):
+        if data.resolution < MIN_RESOLUTION:        # crops of a few pixels leave the losses nothing to measure
+            raise ValueError(f'--resolution must be at least {MIN_RESOLUTION}, got {data.resolution}')
         if self.refine and data.resolution % 8:
             raise ValueError(f'--resolution must be a multiple of 8 for mattingrefine, got {data.resolution}')
 

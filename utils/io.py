@@ -51,19 +51,23 @@ def _to_float(image, path):
         return image.astype(np.float32) / np.float32(255)
     if image.dtype == np.uint16:
         return image.astype(np.float32) / np.float32(65535)
-    if image.dtype == np.float32:
-        return np.clip(image, 0, 1)
+    if image.dtype.kind == 'f':              # float TIFF/EXR: values taken as [0, 1]
+        return np.clip(np.nan_to_num(image.astype(np.float32)), 0, 1)
     raise ImageReadError(f"{path}: unsupported pixel type {image.dtype}")
+
+
+def _rgb(image):
+    """Decoded H x W [x C] (OpenCV's BGR order) -> H x W x 3 RGB; gray is repeated, alpha dropped."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] < 3:                   # gray, gray + alpha
+        return np.repeat(image[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(image[:, :, 2::-1])
 
 
 def read_image(path):
     """H x W x 3 float32 RGB in [0, 1]. Grayscale is repeated to RGB; an alpha channel is dropped."""
-    image = _decode(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)   # applies EXIF orientation
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    else:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return _to_float(image, path)
+    return _rgb(_to_float(_decode(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR), path))   # applies EXIF
 
 
 def read_alpha(path):
@@ -85,8 +89,8 @@ def read_rgba(path):
     image = _decode(path, cv2.IMREAD_UNCHANGED)
     if image.ndim != 3 or image.shape[2] != 4:
         raise ImageReadError(f"{path}: no alpha channel (a folder without fgr/ and pha/ must hold RGBA images)")
-    return (_to_float(cv2.cvtColor(image, cv2.COLOR_BGRA2RGB), path),
-            _to_float(np.ascontiguousarray(image[:, :, 3]), path))
+    image = _to_float(image, path)
+    return _rgb(image), np.ascontiguousarray(image[:, :, 3])
 
 
 def read_alpha_u8(path):
