@@ -125,7 +125,8 @@ def add_model_options(parser, overrides=None, aliases=None, demo=True):
         shown['checkpoint'] = 'none: random weights'
     add_options(parser, ModelConfig, 'model', aliases=aliases, default_help=shown)
     for spec in families.FAMILIES.values():
-        add_options(parser, spec.options, f'{spec.name} model ({", ".join(spec.model_types)})', overrides)
+        if dataclasses.fields(spec.options):
+            add_options(parser, spec.options, f'{spec.name} model ({", ".join(spec.model_types)})', overrides)
 
 
 def resolve_model(args, read_card, overrides=None, demo=True):
@@ -214,6 +215,10 @@ class PredictConfig:
                                      'for all inputs, a folder or glob paired with --src by relative path and name '
                                      '(suffixes such as _src/_bgr are ignored), or a video paired frame by frame '
                                      'with a --src video', default_help='image/bgr/ with the demo photos')
+    trimap: Optional[str] = option(None, '--trimap', metavar='PATH',
+                                   help='IndexNet: trimap(s) with 0 background, 128 unknown, 255 foreground: one for '
+                                        'a single --src image, or a folder or glob paired with --src by relative '
+                                        'path and name (a _trimap suffix is ignored)', default_help='none')
     output_dir: str = option(os.path.join(ROOT, 'output'), '--output-dir', metavar='DIR', help='where results go',
                              default_help='output/')
     output_types: tuple = option(('com', 'pha', 'fgr'), '--output-types', nargs='+', choices=OUTPUT_TYPES,
@@ -245,21 +250,28 @@ class PredictConfig:
 DEMO_SRC, DEMO_BGR = os.path.join(ROOT, 'image', 'src'), os.path.join(ROOT, 'image', 'bgr')
 
 
+PARTNERS = {'bgr': 'a background plate captured without the subject',
+            'trimap': 'a trimap (0 background, 128 unknown, 255 foreground) for each image'}
+
+
 def resolve_predict(args, model):
     """PredictConfig with the output types the model has; with no --src, the demo photos and plates (aligned:
-    they are hand-held)."""
+    they are hand-held). The family's partner input (--bgr or --trimap) is required, the other refused."""
     spec = model.spec
     has = spec.output_types(model.model_type)
     available = lambda asked: tuple(t for t in asked or PredictConfig.output_types if t in has)  # noqa: E731
+    for name in PARTNERS:
+        if getattr(args, name) is not None and name != spec.partner:
+            raise ValueError(f'--model-type {model.model_type} takes no --{name}: {spec.title} needs '
+                             + (PARTNERS[spec.partner] if spec.partner else f'no {PARTNERS[name].split(" (")[0]}'))
     if args.src is None:
-        if args.bgr is not None or not spec.needs_plate:
+        if spec.partner != 'bgr' or args.bgr is not None:
             raise ValueError('--src is required')
         return fill(PredictConfig, args, src=DEMO_SRC, bgr=DEMO_BGR, preprocess_alignment=True,
                     output_types=available(args.output_types))
-    if args.bgr is None and spec.needs_plate:
-        raise ValueError('--bgr is required with --src: BGMv2 needs a background plate (or use --model-type rvm)')
-    if args.bgr is not None and not spec.needs_plate:
-        raise ValueError(f'--model-type {model.model_type} takes no --bgr: {spec.title} needs no background plate')
+    if spec.partner and getattr(args, spec.partner) is None:
+        raise ValueError(f'--{spec.partner} is required with --src: {spec.title} needs {PARTNERS[spec.partner]}'
+                         + (' (or use --model-type rvm)' if spec.partner == 'bgr' else ''))
     return fill(PredictConfig, args, output_types=available(args.output_types))
 
 
@@ -269,11 +281,15 @@ def resolve_predict(args, model):
 class EvalConfig:
     data_dir: Optional[str] = option(None, '--data-dir', metavar='DIR',
                                      help='test set. Image protocol: fgr/ pha/ [trimap/] or RGBA images; video '
-                                          'protocol (required): the composited clips <clip>/{com,fgr,pha,bgr}/',
+                                          'protocol (required): the composited clips <clip>/{com,fgr,pha,bgr}/; '
+                                          'trimap protocol (required): merged/ (or original/) alpha/ trimap/, or a '
+                                          'data.txt of image|alpha|trimap rows',
                                      default_help='image protocol: photomatte85 of configs/datasets.json')
-    protocol: str = option('auto', '--protocol', choices=('auto', 'image', 'video'),
-                           help='image: BGMv2 composites + DIM metrics; video: RVM clips + video metrics; auto: '
-                                'video for --model-type rvm or a --data-dir with <clip>/com/ folders, else image')
+    protocol: str = option('auto', '--protocol', choices=('auto', 'image', 'video', 'trimap'),
+                           help='image: BGMv2 composites + DIM metrics; video: RVM clips + video metrics; trimap: '
+                                'IndexNet on test images with trimaps + DIM metrics; auto: video for a --data-dir '
+                                'with <clip>/com/ folders when the model can take it, else the family\'s own '
+                                '(image for BGMv2, video for rvm, trimap for indexnet)')
     bgr_dir: Optional[str] = option(None, '--bgr-dir', metavar='DIR',
                                     help='image protocol: backgrounds to composite onto',
                                     default_help='the validation split of "backgrounds" in configs/datasets.json')
@@ -314,7 +330,9 @@ def resolve_eval(args, model):
     from dataset.clips import is_composited_layout
     cfg = fill(EvalConfig, args)
     spec = model.spec
-    protocols = ('image', 'video') if cfg.pred_dir else spec.protocols
+    protocols = spec.protocols                   # predictions can be scored by any protocol, the family's first
+    if cfg.pred_dir:
+        protocols += tuple(p for p in ('image', 'video', 'trimap') if p not in protocols)
     protocol = cfg.protocol
     if protocol == 'auto':
         clips = cfg.data_dir and is_composited_layout(cfg.data_dir) and 'video' in protocols
@@ -323,13 +341,17 @@ def resolve_eval(args, model):
         raise ValueError(f"--model-type {model.model_type} is evaluated with the {' or '.join(protocols)} protocol" +
                          (" on composited clips (--data-dir <clip>/{com,fgr,pha,bgr}/)" if protocols == ('video',)
                           else ''))
-    other = {'image': [('--hr', cfg.hr)], 'video': [('--bgr-dir', cfg.bgr_dir), ('--resolution', cfg.resolution)]}
+    other = {'image': [('--hr', cfg.hr)], 'video': [('--bgr-dir', cfg.bgr_dir), ('--resolution', cfg.resolution)],
+             'trimap': [('--hr', cfg.hr), ('--bgr-dir', cfg.bgr_dir), ('--resolution', cfg.resolution)]}
     wrong = [flag for flag, value in other[protocol] if value]
     if wrong:
         raise ValueError(f"{', '.join(wrong)}: not an option of the {protocol} protocol")
     if protocol == 'video' and not cfg.data_dir:
         raise ValueError("the video protocol needs --data-dir: the composited test set (<clip>/{com,fgr,pha,bgr}/, "
                          "e.g. videomatte_512x288)")
+    if protocol == 'trimap' and not cfg.data_dir:
+        raise ValueError("the trimap protocol needs --data-dir: test images with alphas and trimaps (merged/ alpha/ "
+                         "trimap/, or the data.txt that tools/compose_trimap_set.py writes)")
     data_dir = os.path.abspath(cfg.data_dir or _configured_dir('photomatte85', '--data-dir'))
     bgr_dir = cfg.bgr_dir
     if protocol == 'image' and not cfg.pred_dir:
@@ -395,9 +417,25 @@ class TrainConfig:
                               help='only check that the training data exist')
 
 
+def training_options():
+    """The training-option classes of every model type that can be trained."""
+    found = []
+    for spec in families.FAMILIES.values():
+        for model_type in spec.model_types:
+            try:
+                found.append(spec.trainer(model_type).options)
+            except families.Unavailable:
+                pass
+    return list(dict.fromkeys(found))
+
+
 def resolve_train(args, model):
     """(DataConfig, TrainConfig, family training options) with the model type's defaults filled in."""
     trainer = model.spec.trainer(model.model_type)            # Unavailable: no training for this family yet
+    foreign = {flag for cls in training_options() if cls is not trainer.options for flag in given(args, cls)}
+    foreign -= set(given(args, trainer.options))
+    if foreign:
+        raise ValueError(f"{', '.join(sorted(foreign))}: not a training option of {model.model_type}")
     defaults = trainer.defaults
     data = fill(DataConfig, args, {'resolution': defaults['resolution']})
     data = dataclasses.replace(data, valid_dataset_name=data.valid_dataset_name or data.dataset_name,

@@ -93,7 +93,7 @@ def main(argv=None):
             settings = evaluation.settings(cfg, families.describe(model))
             make_runner = lambda frames: model.spec.runner(model, families.load(model), backend, frames)  # noqa
         summary, text, files = evaluation.PROTOCOLS[cfg.protocol].evaluate(cfg, settings, make_runner,
-                                                                            model.spec.needs_plate)
+                                                                            model.spec.partner == 'bgr')
     except ValueError as e:
         sys.exit(f"error: {e}")
     print(text)

@@ -1,11 +1,11 @@
-"""Matting of photos and videos: BGMv2 with a captured background plate, or RVM without one.
+"""Matting of photos and videos: BGMv2 with a captured background plate, RVM without one, IndexNet with a trimap.
 
     python3 predict.py                                   # the demo pair in image/ with the demo model
     python3 predict.py --src photo.jpg --bgr plate.jpg --output-dir out
     python3 predict.py --src photos/ --bgr plates/ --output-types com pha fgr --target-bgr "#00ff00"
-    python3 predict.py --src talk.mp4 --bgr plate.png --model-checkpoint pytorch_resnet50.pth \
-        --model-backbone resnet50
+    python3 predict.py --src talk.mp4 --bgr plate.png --model-checkpoint pytorch_resnet50.pth --model-backbone resnet50
     python3 predict.py --model-type rvm --src talk.mp4 --model-checkpoint rvm_mobilenetv3.pth
+    python3 predict.py --model-type indexnet --src photo.png --trimap trimap.png --model-checkpoint indexnet.pdparams
 
 Outputs: <output-dir>/<type>/<relative input path>.png for images,
 <output-dir>/<relative video path without extension>/<type>.mp4 (or PNG frames) for videos.
@@ -36,8 +36,8 @@ def main(argv=None):
         backend = config.resolve_backend(args, model)
         spec, wanted = model.spec, set(cfg.output_types) | {'pha', 'fgr'}
         done, skipped, failures, seconds = predict(
-            cfg, lambda frames: spec.runner(model, families.load(model), backend, frames, wanted), spec.needs_plate,
-            cfg.batch_size if spec.needs_plate else cfg.seq_chunk)
+            cfg, lambda frames: spec.runner(model, families.load(model), backend, frames, wanted), spec.partner,
+            cfg.batch_size if spec.partner else cfg.seq_chunk)
     except ValueError as e:
         sys.exit(f"error: {e}")
     print(f"{done} inputs matted in {seconds:.1f} s -> {os.path.abspath(cfg.output_dir)} ({', '.join(cfg.output_types)})"

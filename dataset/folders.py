@@ -16,6 +16,8 @@ from utils.pairing import by_stem, list_images, pair_up
 FGR_NAMES = ('fgr', 'fg', 'foreground', 'original')
 PHA_NAMES = ('pha', 'alpha', 'gt', 'mask', 'matte')
 TRIMAP_NAMES = ('trimap', 'trimaps')
+# the photo a trimap-based model sees: Composition-1k merged/, AIM-500 original/ (natural photos, no fg colours)
+IMAGE_NAMES = ('merged', 'image', 'images', 'com', 'composite', 'input', 'original')
 
 
 def image_files(root):
@@ -100,3 +102,36 @@ def read_pair(fgr_path, pha_path):
         raise ValueError(f"{fgr_path} is {fgr.shape[1]}x{fgr.shape[0]} but its alpha {pha_path} is "
                          f"{pha.shape[1]}x{pha.shape[0]}")
     return fgr, pha
+
+
+def trimap_triples(root):
+    """[(name, image, alpha, trimap)] of a trimap test set: a data.txt of `image|alpha|trimap` rows (the MindSpore
+    IndexNet port's validation layout; paths relative to `root` unless absolute), or every folder below `root`
+    with an image child (merged/, original/, ...), an alpha child and a trimap child, paired by name."""
+    if not os.path.isdir(root):
+        raise ValueError(f"{root}: folder not found")
+    listing = os.path.join(root, 'data.txt')
+    if os.path.isfile(listing):
+        triples = []
+        with open(listing, encoding='utf-8') as f:
+            for number, line in enumerate(f, 1):
+                fields = [os.path.join(root, p.strip()) for p in line.strip().split('|')] if line.strip() else []
+                if fields and len(fields) < 3:
+                    raise ValueError(f"{listing}: line {number}: expected image|alpha|trimap, got {line.strip()!r}")
+                if fields:
+                    triples.append((os.path.splitext(os.path.relpath(fields[0], root))[0], *fields[:3]))
+        return triples
+    triples = []
+    for directory, subdirs, _ in os.walk(root):
+        subdirs.sort()
+        children = [_child(directory, names) for names in (IMAGE_NAMES, PHA_NAMES, TRIMAP_NAMES)]
+        if all(children):
+            tables = {os.path.basename(d) + '/': by_stem(d) for d in children}
+            prefix = os.path.relpath(directory, root)
+            triples += [(key if prefix == '.' else f'{prefix}/{key}', *paths.values())
+                        for key, paths in pair_up(tables, exact=list(tables), where=directory)]
+            subdirs.clear()
+    if not triples:
+        raise ValueError(f"{root}: no trimap test set (a data.txt of image|alpha|trimap rows, or folders with "
+                         f"{'/'.join(IMAGE_NAMES[:2])}/..., an alpha folder and a trimap folder)")
+    return triples

@@ -1,11 +1,12 @@
-"""Evaluation protocols side by side: `image` (BGMv2 composites, DIM metrics) and `video` (RVM clips, video
-metrics), each `evaluate(cfg, settings, make_runner=None, plates=False)`. A family lists the protocols it
+"""Evaluation protocols side by side: `image` (BGMv2 composites, DIM metrics), `video` (RVM clips, video
+metrics) and `trimap` (IndexNet, test images with trimaps), each `evaluate(cfg, settings, make_runner=None,
+plates=False)`. A family lists the protocols it
 supports (families/); eval.py chooses one and calls it."""
 import os
 
-from . import images, video
+from . import images, trimap, video
 
-PROTOCOLS = {'image': images, 'video': video}
+PROTOCOLS = {'image': images, 'trimap': trimap, 'video': video}
 
 
 def settings(cfg, model=None):
@@ -14,9 +15,10 @@ def settings(cfg, model=None):
     common = {'protocol': cfg.protocol, 'data_dir': cfg.data_dir}
     if cfg.protocol == 'image':
         common.update(trimap_radius=cfg.trimap_radius, resolution=cfg.resolution)
-    else:
+    elif cfg.protocol == 'video':
         common.update(hr=cfg.hr)
     if model is None:
         return {'mode': 'pred', 'pred_dir': os.path.abspath(cfg.pred_dir), **common}
-    run = {'bgr_dir': cfg.bgr_dir, 'seed': cfg.seed} if cfg.protocol == 'image' else {'seq_chunk': cfg.seq_chunk}
+    run = {'image': {'bgr_dir': cfg.bgr_dir, 'seed': cfg.seed}, 'video': {'seq_chunk': cfg.seq_chunk},
+           'trimap': {}}[cfg.protocol]
     return {'mode': 'model', **model, **run, **common}

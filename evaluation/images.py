@@ -11,7 +11,7 @@ from utils.io import ImageReadError, read_alpha_u8, read_image, resize_cover, to
 from utils.metrics import dim_metrics, foreground_metrics
 from utils.pairing import by_stem
 
-from .results import mean, present, progress, read_rows, report_failure, start_output, table, write_json, write_rows
+from .results import column_means, score_cases, start_output, table, write_json
 
 # CSV column -> what it is; the console table shows the same scaling in its headers
 IMAGE_COLUMNS = {
@@ -113,46 +113,30 @@ def score_image(name, pred, alpha, trimap, fgr_pred, fgr):
     return row
 
 
-def image_means(rows):
-    """Plain mean over images (as hleval.m) of each column; NaN/absent values are left out and counted."""
-    out = {}
-    for column in IMAGE_COLUMNS:
-        values = [v for v in (r[column] for r in rows) if present(v)]
-        out[column] = {'mean': mean(values), 'images': len(values)}
-    return out
-
-
 def evaluate(cfg, settings, make_runner=None, plates=True):
     """Score every test image of cfg.data_dir not yet in <cfg.output_dir>/metrics.csv; write the result files.
     `make_runner(frames)` gives the model's runner (None: score cfg.pred_dir), fed composites over cfg.bgr_dir
     with those backgrounds as plates. -> (summary, console table, result file names)."""
-    data_dir = cfg.data_dir
-    pairs = find_pairs(data_dir)
+    pairs = find_pairs(cfg.data_dir)
     settings = start_output(cfg.output_dir, settings)
-    csv_path = os.path.join(cfg.output_dir, 'metrics.csv')
-    rows = {r['name']: r for r in read_rows(csv_path, IMAGE_FIELDS)}
-    todo = [(i, pair, pair_stem(data_dir, pair[0])) for i, pair in enumerate(pairs)]
-    todo = [t for t in todo if t[2] not in rows]
-    if todo:        # a finished run only reprints its results: no model needed
-        predict = FolderPredictor(cfg.pred_dir) if cfg.pred_dir else ModelPredictor(make_runner(len(todo)), cfg.bgr_dir,
+    by_name = {pair_stem(cfg.data_dir, pair[0]): pair for pair in pairs}
+
+    def make_scorer(count):
+        predict = FolderPredictor(cfg.pred_dir) if cfg.pred_dir else ModelPredictor(make_runner(count), cfg.bgr_dir,
                                                                                       cfg.seed)
-    failed = []
-    with progress(len(pairs), len(pairs) - len(todo), 'image') as bar:
-        for index, pair, name in todo:
-            try:
-                fgr, alpha, trimap, derived = ground_truth(cfg, pair)
-                pred, fgr_pred = predict(index, name, fgr, alpha)
-                rows[name] = score_image(name, pred, alpha, trimap, fgr_pred, fgr)
-            except ValueError as e:         # unreadable/missing file or mismatched sizes: count, go on
-                failed.append(report_failure('name', name, e))
-            else:
-                save_image_outputs(cfg, name, trimap if derived else None, pred, fgr_pred)
-                write_rows(csv_path, IMAGE_FIELDS, [rows[n] for n in sorted(rows)])  # an interrupted run resumes here
-            bar.update()
-    ordered = [rows[n] for n in sorted(rows)]
-    write_rows(csv_path, IMAGE_FIELDS, ordered)
-    summary = {'protocol': 'image', 'images': len(pairs), 'scored': len(rows), 'failed': len(failed),
-               'failures': failed, 'mean': image_means(ordered), 'columns': IMAGE_COLUMNS, 'settings': settings,
+
+        def score(index, name):
+            fgr, alpha, trimap, derived = ground_truth(cfg, by_name[name])
+            pred, fgr_pred = predict(index, name, fgr, alpha)
+            row = score_image(name, pred, alpha, trimap, fgr_pred, fgr)
+            save_image_outputs(cfg, name, trimap if derived else None, pred, fgr_pred)
+            return row
+        return score
+
+    ordered, failed = score_cases(cfg.output_dir, IMAGE_FIELDS, list(by_name), make_scorer)
+    summary = {'protocol': 'image', 'images': len(pairs), 'scored': len(ordered), 'failed': len(failed),
+               'failures': failed, 'mean': column_means(ordered, IMAGE_COLUMNS), 'columns': IMAGE_COLUMNS,
+               'settings': settings,
                'trimap': 'from the test set' if pairs[0][2] else f'derived from the 8-bit ground-truth alpha, '
                                                                  f'L1 radius {cfg.trimap_radius} (saved in trimap/)'}
     write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)

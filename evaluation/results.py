@@ -85,3 +85,36 @@ def table(head, spec, means):
     widths = [max(len(c) for c in cell) + 2 for cell in cells]
     lines = [''.join(c[i].rjust(w) for c, w in zip(cells, widths)) for i in range(3)]
     return '\n'.join([head] + [label.ljust(6) + line for label, line in zip(['', 'scale', 'mean'], lines)])
+
+
+def score_cases(output_dir, fields, names, make_scorer, unit='image'):
+    """Score each of `names` not yet in <output_dir>/metrics.csv: `make_scorer(count)` (called only when there is
+    something to score, so a finished run needs no model) returns score(index, name) -> CSV row. A ValueError is
+    a failure of that case (reported by name, counted); the CSV is rewritten after every case, so an interrupted
+    run resumes where it stopped. -> (rows in name order, failures)."""
+    csv_path = os.path.join(output_dir, 'metrics.csv')
+    rows = {r['name']: r for r in read_rows(csv_path, fields)}
+    todo = [(i, name) for i, name in enumerate(names) if name not in rows]
+    failed = []
+    score = make_scorer(len(todo)) if todo else None
+    with progress(len(names), len(names) - len(todo), unit) as bar:
+        for index, name in todo:
+            try:
+                rows[name] = score(index, name)
+            except ValueError as e:         # unreadable/missing file or mismatched sizes: count, go on
+                failed.append(report_failure('name', name, e))
+            else:
+                write_rows(csv_path, fields, [rows[n] for n in sorted(rows)])
+            bar.update()
+    ordered = [rows[n] for n in sorted(rows)]
+    write_rows(csv_path, fields, ordered)
+    return ordered, failed
+
+
+def column_means(rows, columns, unit='images'):
+    """Plain mean over the rows of each column; NaN/absent values are left out and counted."""
+    out = {}
+    for column in columns:
+        values = [v for v in (r[column] for r in rows) if present(v)]
+        out[column] = {'mean': mean(values), unit: len(values)}
+    return out

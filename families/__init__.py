@@ -9,9 +9,10 @@ from utils.device import set_device
 
 from .base import Family, Unavailable
 from .bgmv2 import BGMv2
+from .indexnet import IndexNet
 from .rvm import RVM
 
-FAMILIES = {f.name: f for f in (BGMv2(), RVM())}
+FAMILIES = {f.name: f for f in (BGMv2(), RVM(), IndexNet())}
 MODEL_TYPES = tuple(t for f in FAMILIES.values() for t in f.model_types)
 BACKBONES = tuple(dict.fromkeys(b for f in FAMILIES.values() for b in f.backbones))
 

@@ -1,4 +1,5 @@
 """What every model family declares, and the one-line refusal of a capability a family does not have yet."""
+import numpy as np
 
 
 class Unavailable(ValueError):
@@ -15,7 +16,7 @@ class Family:
     backbones = ()              # --model-backbone values
     default_backbone = ''
     options = None              # frozen dataclass of the family's model options (config.option fields)
-    needs_plate = False         # predict/eval give the network a background plate
+    partner = None              # the second input of each frame: 'bgr' (plate), 'trimap', or None (a video model)
     demo_checkpoint = None      # shipped weights used when no --model-checkpoint is given
     protocols = ()              # eval.py protocols, the first is the family's default
     export_formats = ('pdmodel', 'json')   # tools/export.py --format values, the first is the default
@@ -39,8 +40,14 @@ class Family:
         """A runner for predict/eval: frames in, named numpy outputs back (see families/bgmv2.py)."""
         raise Unavailable(f'prediction for {self.name} is not available yet')
 
+    def example_inputs(self, n, h, w, rng):
+        """Random (frames, partner) of a runner for the speed test: N x H x W x 3 images and the partner input
+        (a plate, a trimap, or None)."""
+        frames = rng.random((n, h, w, 3), dtype=np.float32)
+        return frames, (rng.random((n, h, w, 3), dtype=np.float32) if self.partner == 'bgr' else None)
+
     def export_layer(self, model, network):
-        """(layer to trace, its input names, description for export.json)."""
+        """(layer to trace, its InputSpecs or None for src and bgr, description for export.json)."""
         raise Unavailable(f'export for {self.name} is not available yet')
 
     def trainer(self, model_type):

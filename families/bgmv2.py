@@ -88,7 +88,7 @@ class BGMv2(Family):
     backbones = BGMV2_BACKBONES
     default_backbone = 'mobilenetv2'
     options = BGMv2Options
-    needs_plate = True
+    partner = 'bgr'
     demo_checkpoint = os.path.join(ROOT, 'model', 'weights', 'bgmv2_mobilenetv2_demo.pdparams')
     protocols = ('image', 'video')
     signatures = (
@@ -130,7 +130,7 @@ class BGMv2(Family):
         meta = {'model_type': model.model_type, 'backbone': model.backbone}
         if model.model_type == 'mattingrefine':
             meta.update(dataclasses.asdict(model.options))
-        return network, ('src', 'bgr'), meta
+        return network, None, meta
 
     def trainer(self, model_type):
         from training.bgmv2 import BGMv2Training

@@ -95,4 +95,4 @@ class RVM(Family):
         ratio = model.options.downsample_ratio
         meta = {'model_type': 'rvm', 'backbone': model.backbone, 'refiner': model.options.refiner,
                 'downsample_ratio': ratio}
-        return MattingNetworkStep(network, ratio), ('src', 'r1i', 'r2i', 'r3i', 'r4i'), meta
+        return MattingNetworkStep(network, ratio), None, meta

@@ -40,21 +40,21 @@ def ir_guard(legacy):
 
 
 def input_spec(layer):
-    """InputSpecs with dynamic batch, height and width (a layer may define its own, as MattingNetworkStep)."""
+    """InputSpecs with dynamic batch, height and width: a layer's own (MattingNetworkStep), else src and bgr."""
     if hasattr(layer, 'input_spec'):
         return layer.input_spec()
     return [InputSpec([None, 3, None, None], 'float32', name) for name in ('src', 'bgr')]
 
 
-def save_static(layer, prefix, legacy):
-    """paddle.jit.save of a copy of `layer` (to_static converts a Layer in place)."""
+def save_static(layer, prefix, legacy, spec=None):
+    """paddle.jit.save of a copy of `layer` (to_static converts a Layer in place); `spec`: its InputSpecs."""
     layer = copy.deepcopy(layer)
     layer.eval()                                   # returns None in Paddle 2.6
     with ir_guard(legacy):
-        paddle.jit.save(paddle.jit.to_static(layer, input_spec=input_spec(layer), full_graph=True), prefix)
+        paddle.jit.save(paddle.jit.to_static(layer, input_spec=spec or input_spec(layer), full_graph=True), prefix)
 
 
-def export_model(layer, output, fmt='pdmodel', onnx=False, opset=11):
+def export_model(layer, output, fmt='pdmodel', onnx=False, opset=11, spec=None):
     """Write `layer` as output/model.pdmodel|json + model.pdiparams (+ model.onnx). Each file appears whole or
     not at all; files of an earlier export in another format are removed.
 
@@ -62,13 +62,13 @@ def export_model(layer, output, fmt='pdmodel', onnx=False, opset=11):
     bilinear resizes in .json graphs, PaddlePaddle/Paddle#79749); 'json' is the PIR format of Paddle 3."""
     make_dirs(output)
     with tempfile.TemporaryDirectory(dir=output, prefix='.export-') as tmp:
-        save_static(layer, os.path.join(tmp, 'model'), fmt == 'pdmodel')
+        save_static(layer, os.path.join(tmp, 'model'), fmt == 'pdmodel', spec)
         if onnx:
             # paddle2onnx 2.1 converts the legacy graph of this model wrongly (wrong mattes): use a PIR graph
             source = os.path.join(tmp, 'model')
             if fmt == 'pdmodel' and has_pir():
                 source = os.path.join(tmp, 'pir', 'model')
-                save_static(layer, source, legacy=False)
+                save_static(layer, source, legacy=False, spec=spec)
             graph = source + ('.json' if os.path.isfile(source + '.json') else '.pdmodel')
             to_onnx(graph, source + '.pdiparams', os.path.join(tmp, 'model.onnx'), opset)
         written = [n for n in os.listdir(tmp) if n.startswith('model')]
@@ -108,6 +108,7 @@ class DygraphBackend:
     def __call__(self, *inputs):
         with paddle.no_grad(), paddle.amp.auto_cast(enable=self.fp16, level='O1'):
             outputs = self.model(*[paddle.to_tensor(np.ascontiguousarray(x)) for x in inputs])
+        outputs = (outputs,) if isinstance(outputs, paddle.Tensor) else outputs
         return tuple(t.astype('float32').numpy() for t in outputs)
 
 
@@ -189,7 +190,8 @@ class OnnxRuntimeBackend:
         return tuple(self.session.run(None, feed))
 
 
-def create_backend(name, model=None, export_dir=None, device='cpu', threads=2, precision='fp32', **options):
+def create_backend(name, model=None, export_dir=None, device='cpu', threads=2, precision='fp32', spec=None,
+                   fmt='pdmodel', **options):
     """name in BACKENDS. dygraph runs `model`; inference and onnxruntime load the folder tools/export.py wrote,
     or, without one, export `model` to a temporary folder first (a few seconds)."""
     if name not in BACKENDS:
@@ -200,7 +202,7 @@ def create_backend(name, model=None, export_dir=None, device='cpu', threads=2, p
         if model is None:
             raise ValueError(f"the {name} backend needs a model or an exported model folder (tools/export.py)")
         with tempfile.TemporaryDirectory() as tmp:        # predictors read the files when they are created
-            export_model(model, tmp, onnx=name == 'onnxruntime')
+            export_model(model, tmp, fmt, onnx=name == 'onnxruntime', spec=spec)
             return create_backend(name, None, tmp, device, threads, precision, **options)
     if name == 'inference':
         return PaddleInferenceBackend(os.path.join(export_dir, 'model'), device, threads, precision, **options)

@@ -13,11 +13,12 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.alignment import align_background
-from utils.io import ImageReadError, VideoReader, VideoWriter, is_video, read_image, resize_cover, write_image
+from utils.io import ImageReadError, VideoReader, VideoWriter, is_video, read_image, read_trimap, resize_cover, \
+    write_image
 from utils.pairing import by_stem, discover, pair_up
 
 VIDEO_TARGET = (120 / 255, 1.0, 155 / 255)   # the official video default when no --target-bgr is given
-NAME_SUFFIXES = ('_src', '_bgr', '_img', '_back', '_background')
+NAME_SUFFIXES = ('_src', '_bgr', '_img', '_back', '_background', '_trimap')
 
 
 class InputError(ValueError):
@@ -168,17 +169,19 @@ class Plan:
         return len(self.images) + sum(clip_length(job[0]) for job in self.clips)
 
 
-def plan(cfg, needs_plate):
-    """The jobs of a PredictConfig (its output types are those the model has); refuses to overwrite unless
-    asked."""
+def plan(cfg, partner):
+    """The jobs of a PredictConfig (its output types are those the model has) for a family whose second input is
+    `partner` ('bgr', 'trimap' or None: a video model); refuses to overwrite unless asked."""
     types = cfg.output_types
     if os.path.exists(cfg.output_dir) and not os.path.isdir(cfg.output_dir):
         raise InputError(f"{cfg.output_dir}: --output-dir is a file, not a folder")
-    pairs = pair_inputs(cfg.src, cfg.bgr) if needs_plate else \
+    pairs = pair_inputs(cfg.src, getattr(cfg, partner)) if partner else \
         [(source, None, stem) for source, stem in plate_free_clips(cfg.src)]
     jobs = Plan()
     for src, bgr, stem in pairs:
-        clip = not needs_plate or is_video(src)
+        clip = not partner or is_video(src)
+        if clip and partner == 'trimap':
+            raise InputError(f"{src}: a video; trimap-based matting takes images (one trimap each)")
         if clip and cfg.output_format == 'video':
             outputs = {t: os.path.join(cfg.output_dir, stem, t + '.mp4') for t in types}
         elif clip:
@@ -226,9 +229,15 @@ def prepare_plate(src, bgr, src_path, bgr_path, align):
 class Jobs:
     """Runs a Plan with a runner; each failed input is reported by name and skipped (or stops with strict)."""
 
-    def __init__(self, cfg, runner, bar):
-        self.cfg, self.runner, self.types, self.bar = cfg, runner, cfg.output_types, bar
+    def __init__(self, cfg, runner, bar, partner):
+        self.cfg, self.runner, self.types, self.bar, self.partner = cfg, runner, cfg.output_types, bar, partner
         self.failures = []
+
+    def read_partner(self, src, path, src_path):
+        """The second input of an image: its trimap, or its plate (aligned or checked for size)."""
+        if self.partner == 'trimap':
+            return read_trimap(path, src.shape[:2])
+        return prepare_plate(src, read_image(path), src_path, path, self.cfg.preprocess_alignment)
 
     def fail(self, error):
         if self.cfg.strict:
@@ -252,7 +261,7 @@ class Jobs:
         for src_path, bgr_path, _, outputs in jobs:
             try:
                 src = read_image(src_path)
-                bgr = prepare_plate(src, read_image(bgr_path), src_path, bgr_path, self.cfg.preprocess_alignment)
+                bgr = self.read_partner(src, bgr_path, src_path)
             except (InputError, ImageReadError) as e:
                 self.fail(e)
                 self.bar.update(1)
@@ -324,16 +333,16 @@ class Jobs:
             reader.close()
 
 
-def predict(cfg, runner_for, needs_plate, chunk_size):
-    """Run a PredictConfig: `runner_for(frames)` makes the family's runner for that many frames. Returns
-    (inputs matted, inputs skipped as finished, failure messages, seconds)."""
-    jobs = plan(cfg, needs_plate)
+def predict(cfg, runner_for, partner, chunk_size):
+    """Run a PredictConfig: `runner_for(frames)` makes the family's runner for that many frames; `partner` as in
+    plan. Returns (inputs matted, inputs skipped as finished, failure messages, seconds)."""
+    jobs = plan(cfg, partner)
     target = Target(cfg.target_bgr)
     frames = jobs.frames
     runner = runner_for(frames)
     start = time.time()
     with tqdm(total=frames, unit='frame', desc='matting', dynamic_ncols=True) as bar:
-        run = Jobs(cfg, runner, bar)
+        run = Jobs(cfg, runner, bar, partner)
         run.images(jobs.images, target)
         run.clips(jobs.clips, chunk_size)
     done = len(jobs.images) + len(jobs.clips) - len(run.failures)

@@ -199,13 +199,13 @@ class Refiner(nn.Layer):
     def refine_full(self, src_bgr, coarse):
         B, H, W = src_bgr.shape[0], src_bgr.shape[2], src_bgr.shape[3]
         pad = 3 if self.kernel_size == 3 else 0
-        x = F.pad(ops.resize(coarse, [H // 2, W // 2]), [pad] * 4)
-        y = F.pad(ops.resize(src_bgr, [H // 2, W // 2]), [pad] * 4)
+        x = ops.zero_pad(ops.resize(coarse, [H // 2, W // 2]), pad)
+        y = ops.zero_pad(ops.resize(src_bgr, [H // 2, W // 2]), pad)
         x = self.relu(self.bn1(self.conv1(paddle.concat([x, y], axis=1))))
         x = self.relu(self.bn2(self.conv2(x)))
         pad = 2 if self.kernel_size == 3 else 0
         x = ops.resize(x, [H + 2 * pad, W + 2 * pad], 'nearest')
-        y = F.pad(src_bgr, [pad] * 4)
+        y = ops.zero_pad(src_bgr, pad)
         x = self.relu(self.bn3(self.conv3(paddle.concat([x, y], axis=1))))
         x = self.conv4(x)
         ref = paddle.ones([B, 1, H // 4, W // 4], dtype=x.dtype)

@@ -8,7 +8,9 @@ PIR graphs, oneDNN) and in ONNX Runtime, where the plain formulation fails in on
   on empty batches; a Python branch on a tensor value would not export): top-k is padded, the patch list gets a
   dummy entry that is written nowhere;
 - patches are gathered and scattered functionally on flat tensors: index assignment into a transposed view
-  writes the wrong elements in Paddle 3.3 dygraph, and unfold/copies of whole maps are slow.
+  writes the wrong elements in Paddle 3.3 dygraph, and unfold/copies of whole maps are slow;
+- zero padding is concatenated: paddle2onnx 2.1 writes an uninitialised fill value into the ONNX Pad it makes
+  of F.pad (a random number where zeros belong, different in every export).
 """
 import math
 
@@ -29,6 +31,16 @@ def scaled_size(h, w, scale):
     if isinstance(h, int):
         return [math.floor(h * scale), math.floor(w * scale)]
     return [(h * scale).astype('int32'), (w * scale).astype('int32')]
+
+
+def zero_pad(x, pad):
+    """F.pad(x, [pad] * 4) of a B x C x H x W map, by concatenating zero rows and columns (see above)."""
+    if pad == 0:
+        return x
+    rows = paddle.zeros_like(x[:, :, :1]).tile([1, 1, pad, 1])
+    x = paddle.concat([rows, x, rows], axis=2)
+    columns = paddle.zeros_like(x[:, :, :, :1]).tile([1, 1, 1, pad])
+    return paddle.concat([columns, x, columns], axis=3)
 
 
 def resize_pooled(pooled, size):

@@ -34,7 +34,7 @@ def bench_step(model_type, backbone, size, batch, iters, device):
     paddle.set_device(device)
     paddle.seed(0)
     network = model.spec.build(model)
-    task.train_mode(network, run.batch_size == 1)
+    task.train_mode(network, run.batch_size == 1, options)
     optimizer = task.optimizer(network, options)
     batch_tensors = [paddle.rand([batch, c, size, size]) for c in (1, 3, 3, 3)]
     train_step(task, network, optimizer, None, batch_tensors, options)     # warm-up

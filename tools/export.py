@@ -27,7 +27,7 @@ import paddle  # noqa: E402
 
 import config  # noqa: E402
 import families  # noqa: E402
-from inference.backends import export_model  # noqa: E402
+from inference.backends import export_model, input_spec as input_spec_of  # noqa: E402
 from utils.checkpoint import read_card  # noqa: E402
 from utils.io import atomic_path  # noqa: E402
 from utils.options import option, positive_int  # noqa: E402
@@ -68,9 +68,10 @@ def export(model, cfg):
         raise ValueError(f"--format {fmt}: {model.model_type} exports as {' or '.join(spec.export_formats)} only")
     if cfg.onnx and spec.onnx_unavailable:
         raise families.Unavailable(f'ONNX export for {spec.name} is not available yet ({spec.onnx_unavailable})')
-    layer, inputs, meta = spec.export_layer(model, families.load(model))
-    export_model(layer, cfg.output, fmt, cfg.onnx, cfg.onnx_opset)
-    meta.update(format=fmt, inputs=list(inputs), outputs=list(spec.outputs(model.model_type)._fields),
+    layer, input_spec, meta = spec.export_layer(model, families.load(model))
+    export_model(layer, cfg.output, fmt, cfg.onnx, cfg.onnx_opset, input_spec)
+    meta.update(format=fmt, inputs=[i.name for i in input_spec or input_spec_of(layer)],
+                outputs=list(spec.outputs(model.model_type)._fields),
                 paddle=paddle.__version__)
     with atomic_path(os.path.join(cfg.output, 'export.json')) as tmp, open(tmp, 'w', encoding='utf-8') as f:
         json.dump(meta, f, indent=1)

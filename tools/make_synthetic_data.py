@@ -184,6 +184,13 @@ def build_demo(realdata, out, long_side=640):
         shutil.copyfile(os.path.join(scenes, name + '_alpha.png'), os.path.join(out, split, 'pha', name + '.png'))
         assert read_alpha(os.path.join(out, split, 'pha', name + '.png')).shape[:2] == \
             read_image(os.path.join(out, split, 'fgr', name + '.jpg')).shape[:2]
+        if split == 'valid':        # the real photo, its alpha and its first benchmark trimap: a trimap test set
+            write_image(os.path.join(out, 'trimap_valid', 'merged', name + '.jpg'),
+                        read_image(os.path.join(scenes, name + '_input.png')), quality=95)
+            for part, source in (('alpha', '_alpha.png'), ('trimap', '_trimap1.png')):
+                os.makedirs(os.path.join(out, 'trimap_valid', part), exist_ok=True)
+                shutil.copyfile(os.path.join(scenes, name + source), os.path.join(out, 'trimap_valid', part,
+                                                                                   name + '.png'))
     for path in image_files(os.path.join(realdata, 'backgrounds')):
         name = os.path.splitext(os.path.basename(path))[0]
         image = read_image(path)

@@ -126,8 +126,7 @@ def main(argv=None):
         sys.exit(f'error: {e}')
     w, h = cfg.resolution
     rng = np.random.default_rng(0)
-    frames = [rng.random((cfg.batch_size, h, w, 3), dtype=np.float32) for _ in range(2)]
-    inputs = runner.prepare(*frames)
+    inputs = runner.prepare(*model.spec.example_inputs(cfg.batch_size, h, w, rng))
     timer = SectionTimer()
     times, cpu = [], []
     with instrumented(network, timer) if cfg.profile else contextlib.nullcontext():

@@ -17,6 +17,8 @@ from utils.losses import LossWeights, base_loss, refine_loss
 from utils.metrics import dim_metrics
 from utils.options import non_negative, option
 
+from .loop import Task
+
 MODULES = ('backbone', 'aspp', 'decoder', 'refiner')
 MIN_RESOLUTION = 32
 # the official train_base.py / train_refine.py values per stage
@@ -55,7 +57,7 @@ class BGMv2TrainOptions:
     loss_laplacian: float = loss_option('laplacian', 'Laplacian-pyramid alpha (not in the official code)')
 
 
-class BGMv2Training:
+class BGMv2Training(Task):
     options = BGMv2TrainOptions
 
     def __init__(self, model_type):
@@ -72,14 +74,12 @@ class BGMv2Training:
     # ------------------------------------------------------------ data
 
     def describe_data(self, data):
-        """One line on the training data, or ValueError naming what is missing (train.py --check-data)."""
         roots = load_roots(data.dataset_config, data.dataset_root)
         pairs = matting_split(roots, data.dataset_name, 'train')
         backgrounds = background_split(roots, data.background_name, 'train')
         return f'{data.dataset_name}: {len(pairs)} training pairs; {data.background_name}: {len(backgrounds)} backgrounds'
 
     def datasets(self, data, run, rank, world):
-        """(train dataset, its sampler, its collate, validation (dataset, [batches], collate) or None, note)."""
         roots = load_roots(data.dataset_config, data.dataset_root)
         train = MattingDataset(matting_split(roots, data.dataset_name, 'train'),
                                background_split(roots, data.background_name, 'train'), data.resolution, train=True,
@@ -120,7 +120,7 @@ class BGMv2Training:
     def learning_rates(self, network, options):
         return {name: getattr(options, f'lr_{name}') for name in MODULES if hasattr(network, name)}
 
-    def train_mode(self, network, single_sample):
+    def train_mode(self, network, single_sample, options):
         """network.train(), except the BN of ASPP's image-pooling branch when a device holds one sample:
         it would normalise a single value per channel (torch refuses; Paddle returns garbage), so it keeps
         using its running statistics."""

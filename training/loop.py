@@ -1,11 +1,6 @@
-"""The training loop every family's task plugs into (training/bgmv2.py is one): distributed setup, data loading
-in worker processes, steps, logging, validation, atomic checkpoints with rotation, resume, the final weights and
-their card.
-
-A task provides: `options` and `defaults` (config.py resolves them), check(data, run), describe_data(data),
-datasets(data, run, rank, world), optimizer(network, options), learning_rates(network, options),
-train_mode(network, single_sample), forward(net, batch), loss(outputs, batch, options), validate(network,
-batches), image_grid(network, batch).
+"""The training loop every family's task plugs into (training/bgmv2.py, training/indexnet.py): distributed
+setup, data loading in worker processes, steps, logging, validation, atomic checkpoints with rotation, resume,
+the final weights and their card. A task subclasses Task.
 """
 import dataclasses
 import json
@@ -24,6 +19,55 @@ from utils.io import atomic_path
 from .checkpoints import Checkpoints
 from .loader import BatchLoader
 from .logger import Logger
+
+
+class Task:
+    """What a family's training provides. `options`: the dataclass of its command-line options; `defaults`: the
+    defaults it gives the shared options (batch size, resolution, intervals) and its own (config.py resolves
+    them)."""
+    options = None
+    defaults = {}
+
+    def check(self, data, run):
+        """ValueError for options that cannot train."""
+
+    def describe_data(self, data):
+        """One line on the training data, or ValueError naming what is missing (train.py --check-data)."""
+        raise NotImplementedError
+
+    def datasets(self, data, run, rank, world):
+        """(train dataset, its batch sampler, collate, validation (dataset, [batches], collate) or None, note)."""
+        raise NotImplementedError
+
+    def optimizer(self, network, options):
+        raise NotImplementedError
+
+    def start_epoch(self, optimizer, options, epoch):
+        """Called before every epoch (learning-rate schedules)."""
+
+    def learning_rates(self, network, options):
+        """{group: rate} logged at the start."""
+        return {}
+
+    def train_mode(self, network, single_sample, options):
+        network.train()
+
+    def single_sample_note(self):
+        return ''
+
+    def forward(self, net, batch):
+        raise NotImplementedError
+
+    def loss(self, outputs, batch, options):
+        """-> (total, {term: value})."""
+        raise NotImplementedError
+
+    def validate(self, network, batches):
+        """{metric: mean} over the validation batches (network in eval mode)."""
+        raise NotImplementedError
+
+    def image_grid(self, network, batch):
+        raise NotImplementedError
 
 
 def card(model):
@@ -93,7 +137,7 @@ def train(model, data, run, options, task, build):
         log.text(f"resumed {resume}: epoch {state['epoch']}, step {state['step']}")
     elif run.resume:
         log.text(f'--resume: no complete checkpoint in {checkpoints.directory} yet; starting afresh')
-    if single_sample:
+    if single_sample and task.single_sample_note():
         log.text(task.single_sample_note())
     log.text(f'{model.model_type}/{model.backbone} on {world} x {model.device}: {len(train_set)} training samples, '
              f'{len(sampler)} steps per epoch, batch {run.batch_size} per process')
@@ -112,15 +156,16 @@ def train(model, data, run, options, task, build):
             log.scalars('Evaluate', metrics, state['step'])
             log.valid_row(state, metrics)
             log.text(f"valid step {state['step']}: " + ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
-        task.train_mode(network, single_sample)
+        task.train_mode(network, single_sample, options)
 
     try:
         log.scalars('Train/lr', task.learning_rates(network, options), state['step'])
-        task.train_mode(network, single_sample)
+        task.train_mode(network, single_sample, options)
         if state['batch'] >= len(sampler):
             state.update(epoch=state['epoch'] + 1, batch=0)
         done = run.max_steps is not None and state['step'] >= run.max_steps
         while state['epoch'] < run.epochs and not done:
+            task.start_epoch(optimizer, options, state['epoch'])
             sampler.set_position(state['epoch'], state['batch'])
             bar = tqdm(total=len(sampler), initial=state['batch'], desc=f"epoch {state['epoch']}",
                        disable=rank != 0 or not sys.stderr.isatty(), mininterval=1)
@@ -146,7 +191,7 @@ def train(model, data, run, options, task, build):
                 if step % run.image_interval == 0 and rank == 0:
                     network.eval()
                     log.image('Train/images', task.image_grid(network, batch), step)
-                    task.train_mode(network, single_sample)
+                    task.train_mode(network, single_sample, options)
                 if step % run.valid_interval == 0:
                     validation()
                 done = run.max_steps is not None and step >= run.max_steps

@@ -98,6 +98,22 @@ def read_alpha_u8(path):
     return to_uint8(read_alpha(path))
 
 
+def read_trimap(path, shape=None):
+    """H x W uint8 trimap with only 0 (background), 128 (unknown) and 255 (foreground); `shape` (h, w) that it
+    must have (its image's)."""
+    trimap = read_alpha_u8(path)
+    if shape is not None and trimap.shape != tuple(shape):
+        raise ImageReadError(f"{path}: trimap is {trimap.shape[1]}x{trimap.shape[0]} but its image is "
+                             f"{shape[1]}x{shape[0]}")
+    other = ~np.isin(trimap, (0, 128, 255))
+    if other.any():
+        values = np.unique(trimap[other])
+        raise ImageReadError(f"{path}: a trimap holds only 0, 128 and 255; {int(other.sum())} pixels hold other "
+                             f"values ({', '.join(map(str, values[:5]))}{' ...' if len(values) > 5 else ''}; a "
+                             f"JPEG or a resized trimap?)")
+    return trimap
+
+
 def to_uint8(image):
     """float [0, 1] -> uint8 with rounding; uint8 passes through."""
     if image.dtype == np.uint8:

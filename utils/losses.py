@@ -1,4 +1,5 @@
-"""Training losses of BGMv2 (spec/bgmv2.md 2.5) plus RVM's Laplacian-pyramid alpha loss.
+"""Training losses of BGMv2 (spec/bgmv2.md 2.5) plus RVM's Laplacian-pyramid alpha loss, and IndexNet's
+weighted alpha + composition loss (spec/indexnet.md 2).
 
 Official losses: L1 alpha, L1 of Sobel gradient magnitudes, L1 of the foreground where the true alpha is
 non-zero, MSE of the predicted error map; the refine stage adds the same terms at the coarse scale.
@@ -110,3 +111,19 @@ def refine_loss(pha, fgr, pha_sm, fgr_sm, err_sm, true_pha, true_fgr, w=LossWeig
     full = true_pha.shape[2:]
     terms['err'] = w.err * F.mse_loss(_resize(err_sm, full), (_resize(pha_sm, full) - true_pha).abs())
     return sum(terms.values()), terms
+
+
+def indexnet_loss(pred, alpha, fg, bg, merged, mask, wl=0.5, eps=1e-6):
+    """IndexNet's loss on the raw network output -> (total, alpha term, composition term).
+
+    pred, alpha, mask (unknown region, 0/1): B x 1 x H x W; fg, bg, merged: B x 3 x H x W, all in [0, 1]. Per
+    sample, the sums of sqrt(((.) * mask)^2 + eps^2) over the pixels (and the 3 channels: their sum, not mean, for
+    the composition) divided by the mask's pixel count, then averaged over the batch; eps counts at every pixel,
+    masked-out ones too, as in the official code. total = wl * alpha + (1 - wl) * composition."""
+    def charbonnier(x):
+        return paddle.sqrt(x * x + eps * eps).sum(axis=[1, 2, 3])
+    area = mask.sum(axis=[1, 2, 3])
+    alpha_term = (charbonnier((pred - alpha) * mask) / area).mean()
+    composite = pred * fg + (1 - pred) * bg
+    comp_term = (charbonnier((composite - merged) * mask) / area).mean()
+    return wl * alpha_term + (1 - wl) * comp_term, alpha_term, comp_term
