@@ -29,6 +29,53 @@ set -e -f    # -f: no globbing, dataset lists like 'demo*20,b' stay as written
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 
+# IndexNet Matting (trimap-based), one stage, then the trimap protocol on the validation set:
+#   sh run.sh indexnet        AIM-500 composited over COCO (tools/compose_trimap_set.py writes data/AIM-500-COCO;
+#                             dataset "aim500_coco"), 30 epochs, batch 16, crops 320, lr 0.01 (encoder / 100),
+#                             milestones 20 26: the official recipe
+#   sh run.sh demo-indexnet   the same chain on the shipped demo set, composited on the fly, on a CPU in minutes
+#   INDEXNET_DATASET INDEXNET_BACKGROUNDS INDEXNET_EPOCHS INDEXNET_STEPS INDEXNET_BATCH INDEXNET_RESOLUTION
+#   INDEXNET_TEST (trimap test set for eval.py) INDEXNET_ARGS (to train.py, e.g. "--freeze-encoder-bn")
+if [ "$1" = indexnet ] || [ "$1" = demo-indexnet ]; then
+    if [ "$1" = demo-indexnet ]; then
+        : "${RUN:=demo}" "${INDEXNET_DATASET:=demo}" "${INDEXNET_BACKGROUNDS:=demo_backgrounds}"
+        : "${INDEXNET_EPOCHS:=1000}" "${INDEXNET_STEPS:=20}" "${INDEXNET_BATCH:=2}" "${INDEXNET_RESOLUTION:=96}"
+        : "${INDEXNET_TEST:=dataset/demo/trimap_valid}" "${NUM_WORKERS:=2}"
+        DEMO_ARGS="--valid-samples 4 --log-interval 5 --image-interval 10 --valid-interval 10 --checkpoint-interval 10"
+    fi
+    : "${RUN:=indexnet}" "${INDEXNET_DATASET:=aim500_coco}" "${INDEXNET_BACKGROUNDS:=backgrounds}"
+    : "${INDEXNET_EPOCHS:=30}" "${INDEXNET_TEST:=data/AIM-500-COCO/validation}"
+    : "${CHECKPOINT_DIR:=checkpoint}" "${LOG_DIR:=log}" "${LAUNCH:=$PYTHON}"
+    name=${RUN}_indexnet
+    final=$CHECKPOINT_DIR/$name/final.pdparams
+    common="--model-type indexnet --dataset-name $INDEXNET_DATASET --background-name $INDEXNET_BACKGROUNDS"
+    sizes=""
+    [ -n "$INDEXNET_STEPS" ] && sizes="--max-steps $INDEXNET_STEPS"
+    [ -n "$INDEXNET_BATCH" ] && sizes="$sizes --batch-size $INDEXNET_BATCH"
+    [ -n "$INDEXNET_RESOLUTION" ] && sizes="$sizes --resolution $INDEXNET_RESOLUTION"
+    [ -n "$NUM_WORKERS" ] && sizes="$sizes --num-workers $NUM_WORKERS"
+    if [ -f "$final" ]; then
+        echo "== $name: done already ($final; delete it to train again)"
+    elif reason=$($PYTHON train.py $common --check-data 2>&1 | tail -n 1) && [ "${reason#*training pairs}" = "$reason" ]; then
+        echo "== $name: its data are absent: $reason"
+        exit 1
+    else
+        echo "== $name: IndexNet on $INDEXNET_DATASET ($reason)"
+        # shellcheck disable=SC2086
+        $LAUNCH train.py $common --name "$name" --epochs "$INDEXNET_EPOCHS" $sizes --checkpoint-dir "$CHECKPOINT_DIR" \
+            --log-dir "$LOG_DIR" --resume $DEMO_ARGS $INDEXNET_ARGS
+    fi
+    echo "== $name: trimap protocol on $INDEXNET_TEST"
+    $PYTHON eval.py --model-checkpoint "$final" --data-dir "$INDEXNET_TEST" --output-dir "$LOG_DIR/${name}_eval" --save-pred
+    if [ "$1" = demo-indexnet ]; then
+        echo "== $name: predict.py on the test photos and their trimaps"
+        $PYTHON predict.py --model-checkpoint "$final" --src "$INDEXNET_TEST/merged" --trimap "$INDEXNET_TEST/trimap" \
+            --output-dir "$LOG_DIR/${name}_predict" -y
+    fi
+    echo "== weights: $final; mattes: $LOG_DIR/${name}_eval/pred/pha; curves: visualdl --logdir $LOG_DIR --language en"
+    exit 0
+fi
+
 if [ "$1" = demo ]; then
     # small crops, a few steps per stage, mobilenetv2; data: synthetic clips in the VideoMatte240K layout
     # (real alphamatting foregrounds + generated hair-like ones) and the shipped real demo set for finetuning
@@ -59,7 +106,7 @@ elif [ "$1" = demo-model ]; then
     : "${NUM_WORKERS:=1}" "${EXPORT:=model/weights/bgmv2_mobilenetv2_demo.pdparams}"
     DEMO_ARGS="--valid-samples 15 --log-interval 10 --image-interval 100 --valid-interval 300 --checkpoint-interval 100"
 elif [ -n "$1" ]; then
-    echo "usage: sh run.sh [demo | demo-model]" >&2
+    echo "usage: sh run.sh [demo | demo-model | indexnet | demo-indexnet]" >&2
     exit 2
 fi
 

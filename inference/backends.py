@@ -12,6 +12,7 @@ export folder exports the given model to a temporary one first.
 import contextlib
 import copy
 import os
+import sys
 import tempfile
 from importlib.util import find_spec
 
@@ -79,6 +80,22 @@ def export_model(layer, output, fmt='pdmodel', onnx=False, opset=11, spec=None):
             os.remove(os.path.join(output, name))
 
 
+@contextlib.contextmanager
+def silent_stdout():
+    """paddle2onnx and polygraphy print progress lines to the process's stdout (some from C++): they would mix
+    with a tool's own output (predict.py's summary, eval.py's table). Errors still raise."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, 'w') as devnull, contextlib.redirect_stdout(devnull):
+        os.dup2(devnull.fileno(), 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
 def to_onnx(graph, params, path, opset):
     try:
         import paddle2onnx
@@ -91,8 +108,9 @@ def to_onnx(graph, params, path, opset):
     if folding == 'polygraphy':
         from polygraphy import config as polygraphy_config
         polygraphy_config.AUTOINSTALL_DEPS = False
-    paddle2onnx.export(graph, params, path, opset_version=opset, auto_upgrade_opset=True, verbose=False,
-                       optimize_tool=folding)
+    with silent_stdout():
+        paddle2onnx.export(graph, params, path, opset_version=opset, auto_upgrade_opset=True, verbose=False,
+                           optimize_tool=folding)
     if not os.path.isfile(path):
         raise ValueError(f'paddle2onnx did not write {path}')
 

@@ -108,6 +108,17 @@ def test_exported_equals_dygraph_and_batch_equals_single(thresholding, name):
     assert_outputs_close(backend(src, bgr), DygraphBackend(model)(src, bgr))
 
 
+def test_full_refinement_exports_to_onnx(tmp_path):
+    """refine_full pads its inputs: through static_ops.zero_pad, not F.pad (a random border in ONNX)."""
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('paddle2onnx')
+    model = seeded_model(refine_mode='full')
+    src, bgr = pair(2, 64, 96, seed=5)
+    actual = create_backend('onnxruntime', model)(src, bgr)
+    for a, e in zip(actual, DygraphBackend(model)(src, bgr)):
+        np.testing.assert_allclose(a, e, atol=ATOL)
+
+
 def test_sampling_more_patches_than_the_map(tmp_path):
     # 4096 patches requested, 8 x 12 = 96 in the map: every patch with err > 0 is refined
     model = seeded_model(refine_mode='sampling', refine_sample_pixels=65536)

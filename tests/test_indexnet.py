@@ -257,3 +257,39 @@ def test_trimap_protocol_scores_predictions_as_the_metrics_do(official, tmp_path
     with open(tmp_path / 'a' / 'metrics.csv', newline='') as f:
         row = next(r for r in csv.DictReader(f) if r['name'] == 'GT08')
     assert float(row['SAD']) == pytest.approx(dim_metrics(pred, gt, trimap)['SAD'], rel=1e-9)
+
+
+def test_composition_tool_writes_a_resumable_set_that_training_and_eval_read(tmp_path, capsys):
+    from dataset.folders import trimap_triples
+    from dataset.trimap import composite_rows, fit_background
+    from tools import compose_trimap_set
+    from utils.io import read_alpha, read_image, write_image
+    aim, backgrounds = tmp_path / 'AIM-500', tmp_path / 'train2014'
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        alpha = cv2.GaussianBlur((rng.random((40, 50)) > 0.5).astype(np.float32), (7, 7), 0)
+        write_image(str(aim / 'original' / f'p{i}.jpg'), rng.random((40, 50, 3)))
+        write_image(str(aim / 'mask' / f'p{i}.png'), alpha)
+        write_image(str(aim / 'trimap' / f'p{i}.png'), trimap_from_alpha(np.rint(alpha * 255).astype(np.uint8), 2))
+    for j in range(6):
+        write_image(str(backgrounds / f'COCO_{j}.jpg'), rng.random((30 + 10 * j, 45, 3)))
+    argv = ['--images', str(aim), '--backgrounds', str(backgrounds), '--out', str(tmp_path / 'out'),
+            '--train-backgrounds', '2', '--valid-backgrounds', '1', '--valid-count', '1']
+    assert compose_trimap_set.main(argv + ['--estimate-only']) == 0
+    assert '5 composites (2 training and 1 validation images)' in capsys.readouterr().out
+    assert not (tmp_path / 'out' / 'train').exists()
+    assert compose_trimap_set.main(argv) == 0
+    rows = composite_rows(str(tmp_path / 'out' / 'train'))
+    assert len(rows) == 4 and len({r[3] for r in rows}) == 4                      # no background twice
+    merged, alpha, fg, bg = rows[0]
+    a = read_alpha(alpha)
+    expected = np.floor((read_image(fg) * a[..., None] + fit_background(read_image(bg), *a.shape) *
+                         (1 - a[..., None])) * 255)
+    assert np.abs(read_image(merged) * 255 - expected).max() <= 1e-3
+    stamp = os.path.getmtime(merged)
+    assert compose_trimap_set.main(argv) == 0 and os.path.getmtime(merged) == stamp        # resumed, kept
+    triples = trimap_triples(str(tmp_path / 'out' / 'validation'))
+    assert len(triples) == 1 and all(os.path.isfile(p) for p in triples[0][1:])
+    assert len(TrimapDataset(64, True, 0, rows=rows)[(0, 1)].merged) == 64
+    with pytest.raises(SystemExit, match=r'6 backgrounds, 21 needed \(2 x 10 \+ 1 x 1\)'):
+        compose_trimap_set.main(argv + ['--train-backgrounds', '10'])

@@ -1,0 +1,87 @@
+"""The static-graph and export workarounds of model/static_ops.py: each equals the plain formulation in dygraph,
+and under to_static; zero_pad also through ONNX (paddle2onnx 2.1 fills F.pad's border with whatever is in memory,
+so a test of F.pad itself passes when that memory happens to be zero)."""
+import math
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from model import static_ops as ops
+
+
+def tensor(array):
+    return paddle.to_tensor(np.ascontiguousarray(array))
+
+
+def test_topk_mask_marks_the_k_largest_even_beyond_the_row():
+    flat = np.array([[0.3, 0.9, 0.1, 0.5], [0.0, 0.2, 0.0, 0.7]], np.float32)
+    np.testing.assert_array_equal(ops.topk_mask(tensor(flat), 2).numpy(), [[0, 1, 0, 1], [0, 1, 0, 1]])
+    np.testing.assert_array_equal(ops.topk_mask(tensor(flat), 9).numpy(), np.ones_like(flat))   # k > N
+
+
+def test_scaled_size_floors_like_torch():
+    assert ops.scaled_size(1081, 1917, 0.25) == [math.floor(1081 * 0.25), math.floor(1917 * 0.25)] == [270, 479]
+    h, w = paddle.to_tensor(1081), paddle.to_tensor(1917)
+    assert [int(v) for v in ops.scaled_size(h, w, 0.25)] == [270, 479]
+
+
+def test_gather_and_scatter_patches_against_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 3, 8, 12), dtype=np.float32)
+    idx = np.array([[0, 1, 2], [1, 0, 0], [1, 1, 2]], np.int64)
+    patches = ops.gather_patches(ops.planes(tensor(x)), tensor(idx), 4, 1).numpy()       # 3 x 3 x 6 x 6
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    for p, (b, y, x0) in zip(patches, idx):
+        np.testing.assert_array_equal(p, padded[b, :, y * 4:y * 4 + 6, x0 * 4:x0 * 4 + 6])
+    new = rng.random((4, 3, 4, 4), dtype=np.float32)                                     # 3 patches + the dummy
+    out = ops.scatter_patches(tensor(x), tensor(new), ops.with_dummy(tensor(idx))).numpy()
+    expected = x.copy()
+    for p, (b, y, x0) in zip(new[:3], idx):
+        expected[b, :, y * 4:y * 4 + 4, x0 * 4:x0 * 4 + 4] = p
+    np.testing.assert_array_equal(out, expected)                   # the dummy (last) patch is written nowhere
+    empty = ops.with_dummy(paddle.zeros([0, 3], 'int64'))
+    np.testing.assert_array_equal(ops.scatter_patches(tensor(x), tensor(new[:1]), empty).numpy(), x)
+
+
+class Padding(paddle.nn.Layer):
+    def __init__(self, pad, plain=False):
+        super().__init__()
+        self.pad, self.plain = pad, plain
+
+    def forward(self, x):
+        return F.pad(x, [self.pad] * 4) if self.plain else ops.zero_pad(x, self.pad)
+
+
+@pytest.mark.parametrize('pad', [0, 1, 3])
+def test_zero_pad_is_f_pad_also_in_static_graphs(pad):
+    x = tensor(np.random.default_rng(1).random((2, 3, 2, 5), dtype=np.float32))
+    expected = F.pad(x, [pad] * 4).numpy()
+    np.testing.assert_array_equal(ops.zero_pad(x, pad).numpy(), expected)
+    static = paddle.jit.to_static(Padding(pad), full_graph=True,
+                                  input_spec=[paddle.static.InputSpec([None, 3, None, None], 'float32')])
+    np.testing.assert_array_equal(static(x).numpy(), expected)
+
+
+def test_zero_pad_exports_to_onnx(tmp_path):
+    pytest.importorskip('paddle2onnx')
+    pytest.importorskip('onnxruntime')
+    from inference.backends import OnnxRuntimeBackend, export_model
+
+    paddle.seed(0)
+    block = paddle.nn.Sequential(Padding(1), paddle.nn.Conv2D(3, 8, 1))    # a conv after the padding
+    x = np.random.default_rng(2).random((1, 3, 5, 6), dtype=np.float32)
+    expected = block(tensor(x)).numpy()
+    for trial in range(3):         # the F.pad fill value is random memory: one export may pass by luck
+        export_model(block, str(tmp_path / str(trial)), 'json', onnx=True,
+                     spec=[paddle.static.InputSpec([None, 3, None, None], 'float32', 'x')])
+        np.testing.assert_allclose(OnnxRuntimeBackend(str(tmp_path / str(trial) / 'model.onnx'))(x)[0], expected,
+                                   atol=1e-5)
+
+
+def test_downsample_uses_explicit_sizes_for_whole_products():
+    assert ops.whole_size([1080, 1920], 0.25) == [270, 480]
+    assert ops.whole_size([1081, 1920], 0.25) is None
+    x = tensor(np.random.default_rng(3).random((1, 3, 16, 20), dtype=np.float32))
+    np.testing.assert_allclose(ops.downsample(x, 0.25).numpy(), ops.resize(x, [4, 5]).numpy())
