@@ -11,6 +11,7 @@ from utils.io import ImageReadError, read_alpha_u8, read_image, resize_cover, to
 from utils.metrics import dim_metrics, foreground_metrics
 from utils.pairing import by_stem
 
+from .report import save_thumbnails, write_report
 from .results import column_means, score_cases, start_output, table, write_json
 
 # CSV column -> what it is; the console table shows the same scaling in its headers
@@ -64,7 +65,7 @@ def ground_truth(cfg, pair):
 # ---------------------------------------------------------------- predictions
 
 class ModelPredictor:
-    """Composites test image i over its background and runs the model on it."""
+    """Composites test image i over its background and runs the model on it -> (pred, fgr, the composite)."""
 
     def __init__(self, runner, bgr_dir, seed):
         self.backgrounds = image_files(bgr_dir)
@@ -76,11 +77,12 @@ class ModelPredictor:
         rng = np.random.default_rng([self.seed, index])
         src, bgr = eval_composite(fgr, alpha / np.float32(255), bgr, rng)
         out = self.matting(src[None], bgr[None])
-        return to_uint8(out['pha'][0]), to_uint8(out['fgr'][0])
+        return to_uint8(out['pha'][0]), to_uint8(out['fgr'][0]), src
 
 
 class FolderPredictor:
-    """Reads `<pred-dir>/pha/<name>.*` (or `<pred-dir>/<name>.*`) and `<pred-dir>/fgr/<name>.*` if any."""
+    """Reads `<pred-dir>/pha/<name>.*` (or `<pred-dir>/<name>.*`) and `<pred-dir>/fgr/<name>.*` if any ->
+    (pred, fgr or None, the true foreground to show)."""
 
     def __init__(self, pred_dir):
         if not os.path.isdir(pred_dir):
@@ -97,7 +99,7 @@ class FolderPredictor:
         if name not in self.pha:
             raise ImageReadError(f"{os.path.join(self.pha_dir, name)}.*: no predicted matte for this image")
         fgr_pred = read_image(self.fgr[name]) if name in self.fgr else None
-        return read_alpha_u8(self.pha[name]), fgr_pred
+        return read_alpha_u8(self.pha[name]), fgr_pred, fgr
 
 
 # ---------------------------------------------------------------- scoring
@@ -127,9 +129,10 @@ def evaluate(cfg, settings, make_runner=None, plates=True):
 
         def score(index, name):
             fgr, alpha, trimap, derived = ground_truth(cfg, by_name[name])
-            pred, fgr_pred = predict(index, name, fgr, alpha)
+            pred, fgr_pred, shown = predict(index, name, fgr, alpha)
             row = score_image(name, pred, alpha, trimap, fgr_pred, fgr)
             save_image_outputs(cfg, name, trimap if derived else None, pred, fgr_pred)
+            save_thumbnails(cfg.output_dir, name, shown, pred, alpha)
             return row
         return score
 
@@ -140,9 +143,10 @@ def evaluate(cfg, settings, make_runner=None, plates=True):
                'trimap': 'from the test set' if pairs[0][2] else f'derived from the 8-bit ground-truth alpha, '
                                                                  f'L1 radius {cfg.trimap_radius} (saved in trimap/)'}
     write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
+    write_report(cfg.output_dir, summary, ordered, IMAGE_COLUMNS, title=f'image protocol: {cfg.data_dir}')
     head = (f"{summary['scored']} of {summary['images']} images scored ({summary['failed']} failed); DIM metrics "
             f"over the trimap's unknown region; 'old repro': the scale of the earlier Paddle reproduction")
-    return summary, table(head, IMAGE_TABLE, summary['mean']), ['metrics.csv', 'summary.json']
+    return summary, table(head, IMAGE_TABLE, summary['mean']), ['metrics.csv', 'summary.json', 'report.html']
 
 
 def save_image_outputs(cfg, name, trimap, pred, fgr_pred):

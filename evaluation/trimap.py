@@ -9,6 +9,7 @@ from utils.io import read_alpha_u8, read_image, read_trimap, to_uint8, write_ima
 from utils.metrics import dim_metrics, indexnet_python_metrics
 
 from .images import IMAGE_COLUMNS, FolderPredictor
+from .report import save_thumbnails, write_report
 from .results import column_means, score_cases, start_output, table, write_json
 
 COLUMNS = {**{k: IMAGE_COLUMNS[k] for k in ('SAD', 'MSE', 'Grad', 'Conn')},
@@ -36,16 +37,17 @@ def evaluate(cfg, settings, make_runner=None, plates=False):
             image_path, alpha_path, trimap_path = triples[name]
             alpha = read_alpha_u8(alpha_path)
             trimap = read_trimap(trimap_path, alpha.shape)
+            image = read_image(image_path)
             if folder:
                 pred = folder(index, name, None, alpha)[0]
             else:
-                image = read_image(image_path)
                 if image.shape[:2] != alpha.shape:
                     raise ValueError(f"{image_path} is {image.shape[1]}x{image.shape[0]} but its alpha "
                                      f"{alpha_path} is {alpha.shape[1]}x{alpha.shape[0]}")
                 pred = to_uint8(runner(image[None], trimap[None])['pha'][0])
                 if cfg.save_pred:
                     write_image(os.path.join(cfg.output_dir, 'pred', 'pha', name + '.png'), pred)
+            save_thumbnails(cfg.output_dir, name, image, pred, alpha)
             python = indexnet_python_metrics(pred, alpha, trimap)
             return {'name': name, 'height': alpha.shape[0], 'width': alpha.shape[1],
                     'unknown_pixels': int((trimap == 128).sum()), **dim_metrics(pred, alpha, trimap),
@@ -56,6 +58,7 @@ def evaluate(cfg, settings, make_runner=None, plates=False):
     summary = {'protocol': 'trimap', 'images': len(triples), 'scored': len(ordered), 'failed': len(failed),
                'failures': failed, 'mean': column_means(ordered, COLUMNS), 'columns': COLUMNS, 'settings': settings}
     write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
+    write_report(cfg.output_dir, summary, ordered, COLUMNS, title=f'trimap protocol: {cfg.data_dir}')
     head = (f"{summary['scored']} of {summary['images']} images scored ({summary['failed']} failed); DIM metrics "
             f"over the trimap's unknown region; py_*: IndexNet's Python metrics (the MindSpore port's scale)")
-    return summary, table(head, TABLE, summary['mean']), ['metrics.csv', 'summary.json']
+    return summary, table(head, TABLE, summary['mean']), ['metrics.csv', 'summary.json', 'report.html']

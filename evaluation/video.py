@@ -8,6 +8,7 @@ from dataset.clips import clip_frames, find_clips, frame_count
 from utils.io import read_alpha, read_image, to_uint8, write_image
 from utils.metrics import foreground_metrics, video_matte_metrics
 
+from .report import save_thumbnails, write_report
 from .results import mean, present, progress, read_rows, report_failure, start_output, table, write_json, write_rows
 
 # CSV column -> what it is; the console table shows the same scaling in its headers
@@ -79,12 +80,16 @@ class ClipFolder:
 
 # ---------------------------------------------------------------- scoring
 
-def score_clip(clip, predictions, hr):
+def score_clip(clip, predictions, hr, thumbs_dir=None):
     """CSV rows of a clip's frames, in order: the evaluator's per-frame metrics, dtSSD against the previous
-    frame (0 for the first). `predictions` yields (frame, ground-truth paths, pred alpha, pred fgr or None)."""
+    frame (0 for the first). `predictions` yields (frame, ground-truth paths, pred alpha, pred fgr or None);
+    thumbnails of the first frame go to `thumbs_dir` (the report's)."""
     previous = (None, None)
     for index, (frame, paths, pha, fgr) in enumerate(predictions):
         true_pha = read_alpha(paths['pha'])
+        if index == 0 and thumbs_dir:
+            shown = read_image(paths['com']) if 'com' in paths else np.repeat(true_pha[..., None], 3, axis=2)
+            save_thumbnails(thumbs_dir, clip, shown, pha, true_pha)
         true_fgr = read_image(paths['fgr']) if fgr is not None and 'fgr' in paths else None
         try:
             alpha = video_matte_metrics(pha, true_pha, *previous, hr=hr)
@@ -144,7 +149,7 @@ def evaluate(cfg, settings, make_runner=None, plates=False):
             rows = []
             try:
                 frames = clip_frames(directory, ('pha',) + predict.inputs, optional=('fgr',))
-                for row in score_clip(name, predict(name, frames), cfg.hr):
+                for row in score_clip(name, predict(name, frames), cfg.hr, cfg.output_dir):
                     rows.append(row)
                     bar.update()
             except ValueError as e:         # unreadable/missing file or mismatched sizes: count, go on
@@ -163,7 +168,10 @@ def evaluate(cfg, settings, make_runner=None, plates=False):
                             'evaluator\'s spreadsheet); NaN/absent values left out',
                'columns': VIDEO_COLUMNS, 'settings': settings}
     write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
+    write_report(cfg.output_dir, summary, [clip_means(n, done[n]) for n in sorted(done)], VIDEO_COLUMNS, 'clip',
+                 f'video protocol: {cfg.data_dir}')
     head = (f"{summary['scored']} of {summary['clips']} clips scored ({summary['failed']} failed), "
             f"{summary['frames']} frames; RVM {evaluator} metrics over whole frames, averaged over clips at each "
             f"frame position, then over positions")
-    return summary, table(head, VIDEO_TABLE, summary['mean']), ['frames.csv', 'clips.csv', 'summary.json']
+    return summary, table(head, VIDEO_TABLE, summary['mean']), ['frames.csv', 'clips.csv', 'summary.json',
+                                                                'report.html']

@@ -1,5 +1,8 @@
 import os
 import sys
+from html.parser import HTMLParser
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -14,3 +17,41 @@ def build_model(model_type, backbone, **options):
     spec = families.family_of(model_type)
     return spec.build(config.ModelConfig(model_type=model_type, backbone=backbone, device='cpu', family=spec.name,
                                          options=spec.options(**options)))
+
+
+
+def report_rows(out):
+    """The rows of report.html: (name, number of embedded thumbnails, {column: data-value})."""
+    class Rows(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.header, self.rows, self.cells, self.in_head = [], [], 0, False
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            self.in_head = (self.in_head or tag == 'thead') and tag != 'tbody'
+            if tag == 'tr' and not self.in_head:
+                self.rows.append(['', 0, {}])
+                self.cells = 0
+            elif tag == 'td':
+                if 'data-value' in attrs:
+                    self.rows[-1][2][self.header[self.cells]] = float(attrs['data-value'])
+                self.cells += 1
+            elif tag == 'img' and self.rows and attrs['src'].startswith('data:image/jpeg;base64,'):
+                self.rows[-1][1] += 1
+
+        def handle_data(self, data):
+            if self.in_head and data.strip():
+                self.header.append(data.strip())
+            elif self.rows and self.cells == 1 and not self.rows[-1][0]:
+                self.rows[-1][0] = data.strip()
+    parser = Rows()
+    parser.feed(open(os.path.join(out, 'report.html'), encoding='utf-8').read())
+    return parser.rows
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (item.rep_call), so that fixtures can tell a failed test in teardown
+    (the browser test saves a screenshot then)."""
+    outcome = yield
+    setattr(item, 'rep_' + outcome.get_result().when, outcome.get_result())

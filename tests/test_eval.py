@@ -11,7 +11,7 @@ import paddle
 import pytest
 
 import eval as evaluation
-from conftest import build_model
+from conftest import build_model, report_rows
 from dataset.folders import pair_stem
 from evaluation.images import derive_trimap
 from utils.io import read_alpha_u8, write_image
@@ -97,6 +97,14 @@ def test_model_mode_is_deterministic_resumable_and_matches_pred_mode(data, tmp_p
         fgr0.write_bytes(saved)
     assert table(capsys) == first
     assert (tmp_path / 'a' / 'metrics.csv').read_text() == csv_a
+
+    # the report: every image with its four thumbnails (img0's from the first run) and the CSV's numbers
+    shown = report_rows(tmp_path / 'a')
+    assert [(name, thumbs) for name, thumbs, _ in shown] == [('img0', 4), ('img1', 4), ('img2', 4)]
+    for name, _, values in shown:
+        assert values['SAD'] == pytest.approx(float(rows(tmp_path / 'a')[name]['SAD']), rel=1e-12)
+    chart = cv2.imread(str(tmp_path / 'a' / 'report.png'))
+    assert chart is not None and chart.shape[1] == 900 and chart.min() < 100     # drawn on
 
     # other settings into the same folder are refused instead of mixed
     with pytest.raises(SystemExit, match='seed differ'):

@@ -14,7 +14,7 @@ import pytest
 import eval as evaluation
 import config
 from dataset.clips import clip_frames
-from conftest import build_model
+from conftest import build_model, report_rows
 from evaluation.video import official_means
 from utils.checkpoint import read_card
 from utils.io import read_alpha, read_image, write_image
@@ -87,6 +87,7 @@ def test_rvm_model_mode_is_deterministic_resumable_and_matches_pred_mode(data, t
         for part in ('pha', 'fgr'):
             assert sorted(os.listdir(tmp_path / 'a' / 'pred' / clip / part)) == [f + '.png' for f in FRAMES]
     csv_a = (tmp_path / 'a' / 'frames.csv').read_text()
+    assert [(clip, thumbs) for clip, thumbs, _ in report_rows(tmp_path / 'a')] == [(c, 4) for c in CLIPS]
 
     # a second run from scratch prints the same numbers to the last digit
     assert run(data, tmp_path / 'b') == 0

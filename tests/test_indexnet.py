@@ -12,7 +12,7 @@ import pytest
 
 import eval as evaluation
 import predict
-from conftest import DATA, ROOT
+from conftest import DATA, ROOT, report_rows
 from dataset.trimap import TrimapCollate, TrimapDataset, composite, crop_origin
 from families.indexnet import IndexNetRunner
 from inference.backends import DygraphBackend, create_backend
@@ -257,6 +257,9 @@ def test_trimap_protocol_scores_predictions_as_the_metrics_do(official, tmp_path
     with open(tmp_path / 'a' / 'metrics.csv', newline='') as f:
         row = next(r for r in csv.DictReader(f) if r['name'] == 'GT08')
     assert float(row['SAD']) == pytest.approx(dim_metrics(pred, gt, trimap)['SAD'], rel=1e-9)
+    shown = report_rows(tmp_path / 'a')
+    assert [(name, thumbs) for name, thumbs, _ in shown] == [('GT08', 4), ('GT11', 4), ('GT14', 4)]
+    assert shown[0][2]['SAD'] == pytest.approx(float(row['SAD']), rel=1e-12)
 
 
 def test_composition_tool_writes_a_resumable_set_that_training_and_eval_read(tmp_path, capsys):
