@@ -14,11 +14,8 @@ import sys
 
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')     # no usage reports, no version check
 
-import config  # noqa: E402
 import families  # noqa: E402
 import predict  # noqa: E402
-from inference.predict import predict as run_predict  # noqa: E402
-from utils.checkpoint import read_card  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -35,17 +32,11 @@ class Matting:
         return self.networks[model]
 
     def __call__(self, argv):
-        try:                                   # predict.py's one-line errors (a bad checkpoint, a bad option)
+        try:
             args = predict.parser().parse_args(argv)
-            model = config.resolve_model(args, read_card)
-            cfg = config.resolve_predict(args, model)
-            backend = config.resolve_backend(args, model)
-        except SystemExit as e:
-            raise ValueError(str(e).removeprefix('error: ')) from None
-        spec, wanted = model.spec, set(cfg.output_types) | {'pha', 'fgr'}
-        _, _, failures, _ = run_predict(cfg, lambda frames: spec.runner(model, self.network(model), backend, frames,
-                                                                        wanted), spec.partner,
-                                        cfg.batch_size if spec.partner else cfg.seq_chunk)
+        except SystemExit:                      # argparse printed why to the server's log
+            raise ValueError('the form gave predict.py an option it does not take (see the server log)') from None
+        cfg, _, _, failures, _ = predict.run(args, self.network)
         if failures:
             raise ValueError(failures[0])
         return cfg.output_dir

@@ -45,7 +45,9 @@ def add_options(parser, cls, title=None, defaults=None, aliases=None, default_he
         meta.pop('default_help', None)
         if f.name in defaults:              # the tool's own default replaces the field's
             default_help = None
-        if meta.get('action') == 'store_true':
+        if meta.get('required'):
+            text += ' (required)'
+        elif meta.get('action') == 'store_true':
             pass                                   # a switch: off unless given
         elif default_help is not None:
             text += f' (default: {default_help.format(default=show(default))})'

@@ -28,16 +28,21 @@ def parser():
     return p
 
 
+def run(args, load=families.load):
+    """Resolves parsed arguments and mattes every input -> (PredictConfig, done, skipped, failures, seconds).
+    `load(model)` gives the network (the web demo keeps one loaded); bad input raises ValueError."""
+    model = config.resolve_model(args, read_card)
+    cfg = config.resolve_predict(args, model)
+    backend = config.resolve_backend(args, model)
+    spec, wanted = model.spec, set(cfg.output_types) | {'pha', 'fgr'}
+    return (cfg, *predict(cfg, lambda frames: spec.runner(model, load(model), backend, frames, wanted), spec.partner,
+                          cfg.batch_size if spec.partner else cfg.seq_chunk))
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
     try:
-        model = config.resolve_model(args, read_card)
-        cfg = config.resolve_predict(args, model)
-        backend = config.resolve_backend(args, model)
-        spec, wanted = model.spec, set(cfg.output_types) | {'pha', 'fgr'}
-        done, skipped, failures, seconds = predict(
-            cfg, lambda frames: spec.runner(model, families.load(model), backend, frames, wanted), spec.partner,
-            cfg.batch_size if spec.partner else cfg.seq_chunk)
+        cfg, done, skipped, failures, seconds = run(args)
     except ValueError as e:
         sys.exit(f"error: {e}")
     print(f"{done} inputs matted in {seconds:.1f} s -> {os.path.abspath(cfg.output_dir)} ({', '.join(cfg.output_types)})"

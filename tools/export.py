@@ -39,8 +39,7 @@ EXPORT_DEFAULTS = {k: v for spec in families.FAMILIES.values() for k, v in spec.
 
 @dataclass(frozen=True)
 class ExportConfig:
-    output: str = option(None, '--output', required=True, metavar='DIR', help='folder to write the exported model into',
-                         default_help='required')
+    output: str = option(None, '--output', required=True, metavar='DIR', help='folder to write the exported model into')
     format: str = option(None, '--format', choices=('pdmodel', 'json'),
                          help='pdmodel: legacy static graph, fast with oneDNN on CPU; json: PIR format of Paddle 3',
                          default_help='the family\'s first: pdmodel for BGMv2, json for rvm (its ops have no legacy '
