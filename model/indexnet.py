@@ -13,7 +13,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .backbones.resnet import batch_norm
-from .static_ops import resize, zero_pad
+from .static_ops import resize, sigmoid, zero_pad
 
 INDEX_MODES = ('m2o', 'o2o', 'holistic')
 # MobileNetV2 stages (expansion t, output channels c, blocks n); every stride is 1 here
@@ -69,7 +69,7 @@ class DepthwiseIndexBlock(nn.Layer):
     def forward(self, x):
         b, c, h, w = x.shape
         y = paddle.stack([getattr(self, f'indexnet{k}')(x) for k in range(1, 5)], axis=2)   # B x C x 4 x h x w
-        y = F.sigmoid(y)
+        y = sigmoid(y)
         z = F.softmax(y, axis=2)                                     # each window's weights sum to 1
         # branch k fills position (k // 2, k % 2) of every window
         shuffle = lambda t: F.pixel_shuffle(t.reshape([b, c * 4, h // 2, w // 2]), 2)  # noqa: E731
@@ -84,7 +84,7 @@ class HolisticIndexBlock(nn.Layer):
         self.indexnet = index_branch(channels, 2 * channels, 4, use_nonlinear, use_context)
 
     def forward(self, x):
-        y = F.sigmoid(self.indexnet(x))                              # B x 4 x h x w
+        y = sigmoid(self.indexnet(x))                              # B x 4 x h x w
         z = F.softmax(y, axis=1)
         return F.pixel_shuffle(z, 2), F.pixel_shuffle(y, 2)          # B x 1 x H x W, broadcast over channels
 

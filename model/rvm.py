@@ -12,7 +12,7 @@ import paddle.nn.functional as F
 
 from .backbones.mobilenetv3 import MobileNetV3LargeEncoder
 from .backbones.resnet import ResNetEncoder, batch_norm
-from .static_ops import downsample, resize
+from .static_ops import Sigmoid, Tanh, downsample, resize
 
 VARIANTS = ('mobilenetv3', 'resnet50')
 REFINERS = ('deep_guided_filter', 'fast_guided_filter')
@@ -59,7 +59,7 @@ class LRASPP(nn.Layer):
         self.aspp1 = nn.Sequential(nn.Conv2D(in_channels, out_channels, 1, bias_attr=False),
                                    batch_norm(out_channels), nn.ReLU())
         self.aspp2 = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Conv2D(in_channels, out_channels, 1, bias_attr=False),
-                                   nn.Sigmoid())
+                                   Sigmoid())
 
     def forward(self, x):
         return self.aspp1(x) * self.aspp2(x)
@@ -73,8 +73,8 @@ class ConvGRU(nn.Layer):
 
     def __init__(self, channels, kernel_size=3, padding=1):
         super().__init__()
-        self.ih = nn.Sequential(nn.Conv2D(channels * 2, channels * 2, kernel_size, padding=padding), nn.Sigmoid())
-        self.hh = nn.Sequential(nn.Conv2D(channels * 2, channels, kernel_size, padding=padding), nn.Tanh())
+        self.ih = nn.Sequential(nn.Conv2D(channels * 2, channels * 2, kernel_size, padding=padding), Sigmoid())
+        self.hh = nn.Sequential(nn.Conv2D(channels * 2, channels, kernel_size, padding=padding), Tanh())
 
     def step(self, x, h):
         r, z = self.ih(paddle.concat([x, h], axis=1)).chunk(2, axis=1)
@@ -83,7 +83,8 @@ class ConvGRU(nn.Layer):
 
     def forward(self, x, h):
         frames = x.unbind(1) if x.ndim == 5 else [x]
-        h = paddle.zeros_like(frames[0]) if h is None else h.expand_as(frames[0])
+        zeros = paddle.zeros_like(frames[0])
+        h = zeros if h is None else h + zeros        # broadcasts a [1, 1, 1, 1] state (expand_as: no legacy graph)
         outputs = []
         for frame in frames:
             h = self.step(frame, h)

@@ -10,12 +10,45 @@ PIR graphs, oneDNN) and in ONNX Runtime, where the plain formulation fails in on
 - patches are gathered and scattered functionally on flat tensors: index assignment into a transposed view
   writes the wrong elements in Paddle 3.3 dygraph, and unfold/copies of whole maps are slow;
 - zero padding is concatenated: paddle2onnx 2.1 writes an uninitialised fill value into the ONNX Pad it makes
-  of F.pad (a random number where zeros belong, different in every export).
+  of F.pad (a random number where zeros belong, different in every export);
+- sigmoid and tanh append their op directly when tracing a legacy (.pdmodel) graph: Paddle 3.3's functions
+  accept only PIR values there (TypeError "must be Value, but got Variable"), and the legacy graph is the one
+  oneDNN runs.
 """
 import math
 
 import paddle
+import paddle.nn as nn
 import paddle.nn.functional as F
+from paddle.framework import in_dynamic_or_pir_mode
+
+
+def elementwise(op, x):
+    """paddle.<op>(x) for an elementwise activation, also inside a legacy static graph (see above)."""
+    if in_dynamic_or_pir_mode():
+        return getattr(paddle, op)(x)
+    helper = paddle.base.layer_helper.LayerHelper(op)
+    out = helper.create_variable_for_type_inference(x.dtype)
+    helper.append_op(type=op, inputs={'X': x}, outputs={'Out': out})
+    return out
+
+
+def sigmoid(x):
+    return elementwise('sigmoid', x)
+
+
+def tanh(x):
+    return elementwise('tanh', x)
+
+
+class Sigmoid(nn.Layer):
+    def forward(self, x):
+        return sigmoid(x)
+
+
+class Tanh(nn.Layer):
+    def forward(self, x):
+        return tanh(x)
 
 
 def resize(x, size, mode='bilinear'):

@@ -86,8 +86,11 @@ def browser(request):
 
 
 def wait(driver, condition, seconds):
+    """Polls a condition; Gradio re-renders fields as the page updates, so a vanished element means 'not yet'."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
-    return WebDriverWait(driver, seconds).until(condition)
+    return WebDriverWait(driver, seconds, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+                         ).until(condition)
 
 
 @in_browser
