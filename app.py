@@ -36,9 +36,9 @@ class Matting:
             args = predict.parser().parse_args(argv)
         except SystemExit:                      # argparse printed why to the server's log
             raise ValueError('the form gave predict.py an option it does not take (see the server log)') from None
-        cfg, _, _, failures, _ = predict.run(args, self.network)
-        if failures:
-            raise ValueError(failures[0])
+        cfg, summary = predict.run(args, self.network)
+        if summary.failures:
+            raise ValueError(summary.failures[0])
         return cfg.output_dir
 
 

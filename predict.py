@@ -29,25 +29,28 @@ def parser():
 
 
 def run(args, load=families.load):
-    """Resolves parsed arguments and mattes every input -> (PredictConfig, done, skipped, failures, seconds).
+    """Resolves parsed arguments and mattes every input -> (PredictConfig, inference.predict.Summary).
     `load(model)` gives the network (the web demo keeps one loaded); bad input raises ValueError."""
     model = config.resolve_model(args, read_card)
     cfg = config.resolve_predict(args, model)
     backend = config.resolve_backend(args, model)
     spec, wanted = model.spec, set(cfg.output_types) | {'pha', 'fgr'}
-    return (cfg, *predict(cfg, lambda frames: spec.runner(model, load(model), backend, frames, wanted), spec.partner,
-                          cfg.batch_size if spec.partner else cfg.seq_chunk))
+    return cfg, predict(cfg, lambda frames: spec.runner(model, load(model), backend, frames, wanted), spec.partner,
+                        cfg.batch_size if spec.partner else cfg.seq_chunk)
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
     try:
-        cfg, done, skipped, failures, seconds = run(args)
+        cfg, summary = run(args)
     except ValueError as e:
         sys.exit(f"error: {e}")
-    print(f"{done} inputs matted in {seconds:.1f} s -> {os.path.abspath(cfg.output_dir)} ({', '.join(cfg.output_types)})"
-          + (f"; {skipped} already finished" if skipped else '') + (f"; {len(failures)} failed" if failures else ''))
-    return 1 if failures and not done else 0
+    speed = summary.speed()
+    print(f"{summary.done} inputs matted in {summary.seconds:.1f} s" + (f" ({speed})" if speed else '')
+          + f" -> {os.path.abspath(cfg.output_dir)} ({', '.join(cfg.output_types)})"
+          + (f"; {summary.skipped} already finished" if summary.skipped else '')
+          + (f"; {len(summary.failures)} failed" if summary.failures else ''))
+    return 1 if summary.failures and not summary.done else 0
 
 
 if __name__ == '__main__':

@@ -1,13 +1,11 @@
 """The family registry: each model family declares, in one module, its networks and options, backbones,
 checkpoint layouts, named outputs, predict runner, evaluation protocols and training (families/base.py).
 Entry points dispatch through it; a capability a family lacks is refused in one line (Unavailable)."""
-import dataclasses
-import os
 
 from utils.checkpoint import load_state_dict, load_weights
 from utils.device import set_device
 
-from .base import Family, Unavailable
+from .base import Family, Unavailable, describe
 from .bgmv2 import BGMv2
 from .indexnet import IndexNet
 from .rvm import RVM
@@ -53,13 +51,6 @@ def load(model):
                              f"{len(missing)} weights missing (first: {missing[0]}){hint}")
     network.eval()
     return network
-
-
-def describe(model):
-    """A ModelConfig as plain values (for results files and export.json): checkpoint, type, backbone, options."""
-    checkpoint = os.path.abspath(model.checkpoint) if model.checkpoint else None
-    return {'checkpoint': checkpoint, 'checkpoint_mtime_ns': os.stat(checkpoint).st_mtime_ns if checkpoint else None,
-            'model_type': model.model_type, 'backbone': model.backbone, **dataclasses.asdict(model.options)}
 
 
 __all__ = ['FAMILIES', 'MODEL_TYPES', 'BACKBONES', 'Family', 'Unavailable', 'family_of', 'detect', 'load', 'describe']

@@ -1,4 +1,7 @@
 """What every model family declares, and the one-line refusal of a capability a family does not have yet."""
+import dataclasses
+import os
+
 import numpy as np
 
 
@@ -61,3 +64,10 @@ class Family:
             if all(any(k.startswith(p) for k in keys) for p in prefixes):
                 return model_type, backbone, dict(options)
         return None
+
+
+def describe(model):
+    """A ModelConfig as plain values (for results files and export.json): checkpoint, type, backbone, options."""
+    checkpoint = os.path.abspath(model.checkpoint) if model.checkpoint else None
+    return {'checkpoint': checkpoint, 'checkpoint_mtime_ns': os.stat(checkpoint).st_mtime_ns if checkpoint else None,
+            'model_type': model.model_type, 'backbone': model.backbone, **dataclasses.asdict(model.options)}

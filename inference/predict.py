@@ -9,13 +9,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from utils.alignment import align_background
-from utils.io import ImageReadError, VideoReader, VideoWriter, is_video, read_image, read_trimap, resize_cover, \
-    write_image
+from utils.io import ImageReadError, VideoReader, VideoWriter, is_video, opencv_image, read_image, read_trimap, \
+    resize_cover, write_image
 from utils.pairing import by_stem, discover, pair_up
+from utils.threads import ReadAhead, Worker
 
 VIDEO_TARGET = (120 / 255, 1.0, 155 / 255)   # the official video default when no --target-bgr is given
 NAME_SUFFIXES = ('_src', '_bgr', '_img', '_back', '_background', '_trimap')
@@ -45,7 +47,7 @@ class Target:
     """What the composite goes onto: None (transparent RGBA), a colour, an image or a looping video."""
 
     def __init__(self, spec, default=None):
-        self.colour, self.image, self.frames = default, None, None
+        self.colour, self.image, self.frames, self.still = default, None, None, None
         if spec is None:
             return
         colour = parse_colour(spec) if not os.path.exists(spec) else None
@@ -69,16 +71,25 @@ class Target:
                 self.frames = iter(self.video)
                 frame = next(self.frames)
             return resize_cover(frame, h, w)
-        if self.image is not None:
-            return resize_cover(self.image, h, w)
-        return None if self.colour is None else np.broadcast_to(np.float32(self.colour), (h, w, 3))
+        if self.image is None and self.colour is None:
+            return None
+        if self.still is None or self.still.shape[:2] != (h, w):     # an image or a colour: made once per size
+            self.still = resize_cover(self.image, h, w) if self.image is not None else \
+                np.ascontiguousarray(np.broadcast_to(np.float32(self.colour), (h, w, 3)))
+        return self.still
 
 
 def compose(result, i, target):
+    """fgr * pha + target * (1 - pha), as target + pha * (fgr - target) in OpenCV (numpy's broadcast of alpha
+    over the channels costs twice as much on an HD frame)."""
     pha, fgr = result['pha'][i], result['fgr'][i]
     if target is None:      # RGBA: colour only where there is some foreground, as the official tool
         return np.concatenate([fgr * (pha[..., None] > 0), pha[..., None]], axis=2)
-    return fgr * pha[..., None] + target * (1 - pha[..., None])
+    if not opencv_image(pha):
+        return fgr * pha[..., None] + target * (1 - pha[..., None])
+    target = np.ascontiguousarray(target, np.float32)
+    com = cv2.multiply(cv2.subtract(np.ascontiguousarray(fgr, np.float32), target), cv2.merge([pha] * 3))
+    return cv2.add(com, target, dst=com)
 
 
 def output_images(result, i, types, target):
@@ -231,7 +242,7 @@ class Jobs:
 
     def __init__(self, cfg, runner, bar, partner):
         self.cfg, self.runner, self.types, self.bar, self.partner = cfg, runner, cfg.output_types, bar, partner
-        self.failures = []
+        self.failures, self.model_seconds = [], 0.0
 
     def read_partner(self, src, path, src_path):
         """The second input of an image: its trimap, or its plate (aligned or checked for size)."""
@@ -250,7 +261,9 @@ class Jobs:
         batch = []
 
         def flush():
+            start = time.perf_counter()
             result = self.runner(np.stack([b[1] for b in batch]), np.stack([b[2] for b in batch]))
+            self.model_seconds += time.perf_counter() - start
             for i, (outputs, s, _) in enumerate(batch):
                 tgt = target.next(*s.shape[:2])
                 for t, image in output_images(result, i, self.types, tgt):
@@ -280,27 +293,67 @@ class Jobs:
                 self.fail(e)
 
     def clip(self, source, bgr_path, stem, chunk_size):
-        """One video or image sequence, frame chunks in order; the plate is an image, a video or none."""
+        """One video or image sequence, frame chunks in order; the plate is an image, a video or none. Decoding
+        (with the plates), matting and composing + encoding run in three threads, so a video goes at the
+        speed of the slowest of them rather than of their sum."""
         cfg = self.cfg
         reader = open_clip(source, cfg.fps)
-        plate_video = VideoReader(bgr_path) if bgr_path and is_video(bgr_path) else None
-        plate = read_image(bgr_path) if bgr_path and not plate_video else None
-        plates = iter(plate_video) if plate_video else None
         target = Target(cfg.target_bgr, default=VIDEO_TARGET)
         out_dir = os.path.join(cfg.output_dir, stem)
         writers = {}
         if cfg.output_format == 'video':
-            writers = {t: VideoWriter(os.path.join(out_dir, t + '.mp4'), reader.fps, reader.width, reader.height)
-                       for t in self.types}
+            writers = {t: VideoWriter(os.path.join(out_dir, t + '.mp4'), reader.fps, reader.width, reader.height,
+                                      cfg.video_preset) for t in self.types}
         # PNG frames of an image sequence keep their input names (eval.py --pred-dir pairs by name)
         names = [os.path.splitext(os.path.basename(p))[0] for p in source] if isinstance(source, list) else None
+        written = [0]
+
+        def write(item):
+            chunk, result = item
+            for i, frame in enumerate(chunk):
+                tgt = target.next(*frame.shape[:2])
+                for t, image in output_images(result, i, self.types, tgt):
+                    if writers:
+                        writers[t].write(image)
+                    else:
+                        name = names[written[0]] if names else f'{written[0]:05d}'
+                        write_image(os.path.join(out_dir, t, name + '.png'), image)
+                written[0] += 1
+            self.bar.update(len(chunk))
+
         self.runner.reset()
+        chunks, writer = ReadAhead(self.chunks(reader, bgr_path, stem, chunk_size)), Worker(write)
         try:
-            frames, index = iter(reader), 0
+            for chunk, bgrs in chunks:
+                start = time.perf_counter()
+                result = self.runner(chunk, bgrs)
+                self.model_seconds += time.perf_counter() - start
+                writer.submit((chunk, result))
+            writer.close()
+            if written[0] == 0:
+                raise InputError(f"{source if isinstance(source, str) else os.path.dirname(source[0])}: no frames")
+            for w in writers.values():
+                w.close()
+        except BaseException:
+            writer.abort()
+            for w in writers.values():
+                w.abort()
+            raise
+        finally:
+            chunks.close()
+            reader.close()
+
+    def chunks(self, reader, bgr_path, stem, chunk_size):
+        """(N x H x W x 3 frames, their plates or None) of a clip, in order."""
+        plate_video = VideoReader(bgr_path) if bgr_path and is_video(bgr_path) else None
+        plate = read_image(bgr_path) if bgr_path and not plate_video else None
+        plates = iter(plate_video) if plate_video else None
+        frames = iter(reader)
+        try:
             while True:
                 chunk = [f for _, f in zip(range(chunk_size), frames)]
                 if not chunk:
-                    break
+                    return
                 bgrs = None
                 if bgr_path:
                     bgrs = []
@@ -308,34 +361,41 @@ class Jobs:
                         bgr = next(plates, None) if plates else plate
                         if bgr is None:
                             raise InputError(f"{bgr_path}: background video is shorter than {stem}")
-                        bgrs.append(prepare_plate(frame, bgr, stem, bgr_path, cfg.preprocess_alignment))
+                        bgrs.append(prepare_plate(frame, bgr, stem, bgr_path, self.cfg.preprocess_alignment))
                     bgrs = np.stack(bgrs)
-                result = self.runner(np.stack(chunk), bgrs)
-                for i, frame in enumerate(chunk):
-                    tgt = target.next(*frame.shape[:2])
-                    for t, image in output_images(result, i, self.types, tgt):
-                        if writers:
-                            writers[t].write(image)
-                        else:
-                            name = names[index] if names else f'{index:05d}'
-                            write_image(os.path.join(out_dir, t, name + '.png'), image)
-                    index += 1
-                self.bar.update(len(chunk))
-            if index == 0:
-                raise InputError(f"{source if isinstance(source, str) else os.path.dirname(source[0])}: no frames")
-            for w in writers.values():
-                w.close()
-        except BaseException:
-            for w in writers.values():
-                w.abort()
-            raise
+                yield np.stack(chunk), bgrs
         finally:
-            reader.close()
+            if plate_video:
+                plate_video.close()
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a predict run did: inputs matted, skipped as finished, failure messages, frames, wall seconds of the
+    whole run and of the runner's calls alone (without the graph exports of the fast backends)."""
+    done: int
+    skipped: int
+    failures: list
+    frames: int
+    seconds: float
+    model_seconds: float
+    setup_seconds: float
+
+    def speed(self):
+        """'12.3 frames/s; the model alone 13.0' (and the time spent exporting or loading graphs), for the report
+        line. The model's figure is measured during the run, beside decoding and encoding threads."""
+        if not self.frames or not self.seconds:
+            return ''
+        model = self.model_seconds - self.setup_seconds
+        text = f"{self.frames / self.seconds:.2f} frames/s"
+        if model > 0:
+            text += f"; the model alone {self.frames / model:.2f}"
+        return text + (f"; {self.setup_seconds:.1f} s preparing graphs" if self.setup_seconds >= 0.1 else '')
 
 
 def predict(cfg, runner_for, partner, chunk_size):
     """Run a PredictConfig: `runner_for(frames)` makes the family's runner for that many frames; `partner` as in
-    plan. Returns (inputs matted, inputs skipped as finished, failure messages, seconds)."""
+    plan. Returns a Summary."""
     jobs = plan(cfg, partner)
     target = Target(cfg.target_bgr)
     frames = jobs.frames
@@ -346,4 +406,5 @@ def predict(cfg, runner_for, partner, chunk_size):
         run.images(jobs.images, target)
         run.clips(jobs.clips, chunk_size)
     done = len(jobs.images) + len(jobs.clips) - len(run.failures)
-    return done, jobs.skipped, run.failures, time.time() - start
+    return Summary(done, jobs.skipped, run.failures, bar.n, time.time() - start, run.model_seconds,
+                   getattr(runner, 'setup_seconds', 0.0))

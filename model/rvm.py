@@ -20,6 +20,8 @@ REFINERS = ('deep_guided_filter', 'fast_guided_filter')
 # the official list orders, with names (a static graph returns the plain tuple in the same order)
 MattingOutput = collections.namedtuple('MattingOutput', 'fgr pha r1 r2 r3 r4')
 SegmentationOutput = collections.namedtuple('SegmentationOutput', 'seg r1 r2 r3 r4')
+# the fast backends' graph: guided-filter coefficients at the downsampled resolution (MattingNetworkCoefficients)
+CoefficientOutput = collections.namedtuple('CoefficientOutput', 'a b r1 r2 r3 r4')
 
 
 def fold(layer, *tensors):
@@ -207,11 +209,15 @@ class DeepGuidedFilterRefiner(nn.Layer):
             nn.Conv2D(hid_channels, 4, 1))
 
     def forward(self, fine_src, base_src, base_fgr, base_pha, base_hid):
+        return apply_upsampled(*self.coefficients(base_src, base_fgr, base_pha, base_hid), guides(fine_src))
+
+    def coefficients(self, base_src, base_fgr, base_pha, base_hid):
+        """The low-resolution A and b (B, 4, h, w) of out = A * guides + b."""
         base_x = guides(base_src)
         mean_x, mean_y, cov_xy, var_x = linear_coefficients(self.box_filter, base_x,
                                                             paddle.concat([base_fgr, base_pha], axis=1))
         a = self.conv(paddle.concat([cov_xy, var_x, base_hid], axis=1))
-        return apply_upsampled(a, mean_y - a * mean_x, guides(fine_src))
+        return a, mean_y - a * mean_x
 
 
 def box_filter3(x):
@@ -229,11 +235,14 @@ class FastGuidedFilterRefiner(nn.Layer):
         self.eps = eps
 
     def forward(self, fine_src, base_src, base_fgr, base_pha, base_hid=None):
+        return apply_upsampled(*self.coefficients(base_src, base_fgr, base_pha, base_hid), guides(fine_src))
+
+    def coefficients(self, base_src, base_fgr, base_pha, base_hid=None):
         base_x = guides(base_src)
         mean_x, mean_y, cov_xy, var_x = linear_coefficients(box_filter3, base_x,
                                                             paddle.concat([base_fgr, base_pha], axis=1))
         a = cov_xy / (var_x + self.eps)
-        return apply_upsampled(a, mean_y - a * mean_x, guides(fine_src))
+        return a, mean_y - a * mean_x
 
 
 class MattingNetwork(nn.Layer):
@@ -265,15 +274,20 @@ class MattingNetwork(nn.Layer):
         if not 0 < downsample_ratio <= 1:
             raise ValueError(f"downsample_ratio must be in (0, 1], got {downsample_ratio}")
         src_sm = src if downsample_ratio == 1 else fold(lambda x: downsample(x, downsample_ratio), src)
-        f1, f2, f3, f4 = fold(self.backbone, src_sm)
-        f4 = fold(self.aspp, f4)
-        hid, *rec = self.decoder(src_sm, f1, f2, f3, f4, r1, r2, r3, r4)
+        hid, rec = self.features(src_sm, r1, r2, r3, r4)
         if segmentation_pass:
             return SegmentationOutput(fold(self.project_seg, hid), *rec)
         fgr_residual, pha = fold(self.project_mat, hid).split([3, 1], axis=-3)
         if downsample_ratio != 1:
             fgr_residual, pha = fold(self.refiner, src, src_sm, fgr_residual, pha, hid)
         return MattingOutput(paddle.clip(fgr_residual + src, 0., 1.), paddle.clip(pha, 0., 1.), *rec)
+
+    def features(self, src_sm, r1, r2, r3, r4):
+        """The recurrent network on the downsampled frames: (hidden features (.., 16, h, w), [r1..r4])."""
+        f1, f2, f3, f4 = fold(self.backbone, src_sm)
+        f4 = fold(self.aspp, f4)
+        hid, *rec = self.decoder(src_sm, f1, f2, f3, f4, r1, r2, r3, r4)
+        return hid, rec
 
 
 class MattingNetworkStep(nn.Layer):
@@ -300,3 +314,35 @@ class MattingNetworkStep(nn.Layer):
     def input_spec():
         states = [paddle.static.InputSpec([None, None, None, None], 'float32', f'r{k}i') for k in range(1, 5)]
         return [paddle.static.InputSpec([None, 3, None, None], 'float32', 'src')] + states
+
+
+class MattingNetworkCoefficients(nn.Layer):
+    """Everything of a MattingNetwork below full resolution, for the fast backends: the part of the work that
+    needs a graph. The full-resolution rest is a resize and a multiply-add, done on the frames where they are
+    (numpy, inference/guided_filter.py), which spares a graph the full-size input and output copies:
+
+        fgr = clip(src + (A * guides(src) + B)[:3], 0, 1), pha = clip((A * guides(src) + B)[3], 0, 1)
+
+    with A, B = a, b resized bilinearly to src's size (the refiner's own last step). forward(src_sm (B, 3, h, w),
+    r1..r4) -> CoefficientOutput(a, b (B, 4, h, w), r1..r4), src_sm the downsampled frame. refine=False (ratio 1,
+    where the network has no refiner): a = 0, b = (fgr residual, pha). States as in MattingNetworkStep."""
+
+    def __init__(self, model, refine=True):
+        super().__init__()
+        self.model, self.refine = model, refine
+
+    def forward(self, src_sm, r1, r2, r3, r4):
+        hid, rec = self.model.features(src_sm, r1, r2, r3, r4)
+        fgr_residual, pha = self.model.project_mat(hid).split([3, 1], axis=1)
+        if self.refine:
+            a, b = self.model.refiner.coefficients(src_sm, fgr_residual, pha, hid)
+        else:
+            b = paddle.concat([fgr_residual, pha], axis=1)
+            a = b * 0
+        return CoefficientOutput(a, b, *rec)
+
+    @staticmethod
+    def input_spec(h, w):
+        """Dynamic batch, fixed size (the resizes inside need it), states of any shape."""
+        states = [paddle.static.InputSpec([None, None, None, None], 'float32', f'r{k}i') for k in range(1, 5)]
+        return [paddle.static.InputSpec([None, 3, h, w], 'float32', 'src_sm')] + states

@@ -7,6 +7,16 @@ The model options are predict.py's. As in the official BGMv2 test, sampling mode
 run one after another with the recurrent state carried. The inference and onnxruntime backends use
 --export-dir, or export the model to a temporary folder first. --profile (BGMv2, dygraph) splits the time
 into the base network, the refiner convolutions, resizes, patch selection, patch crop and patch replace.
+
+--size picks the settings of the official speed tests: hd is 1920x1080 with BGMv2's backbone scale 0.25 and
+80,000 refined pixels and RVM's downsample ratio 0.25; 4k is 3840x2160 with 0.125, 320,000 and 0.125. Options
+given on the command line win. --batch-size frames go to the runner in one call (RVM: a chunk of one clip, run
+frame by frame with the state carried).
+
+--compare-torch PATH times the official PyTorch model from the official repository at PATH (the folder that
+holds its `model` package: PeterL1n/BackgroundMattingV2 or PeterL1n/RobustVideoMatting) with the same options,
+input size and thread count, in the same run, and prints the ratio. It needs torch (and torchvision for RVM),
+which this project never installs; without them it says so and exits cleanly.
 """
 import argparse
 import collections
@@ -30,16 +40,23 @@ from utils.options import option, positive_int, non_negative_int  # noqa: E402
 
 TOOL_DEFAULTS = {'refine_prevent_oversampling': False,       # the official speed test refines the whole budget
                  'backend': 'dygraph', 'threads': 2}
+SIZES = {'hd': {'resolution': (1920, 1080), 'backbone_scale': 0.25, 'refine_sample_pixels': 80_000,
+                'downsample_ratio': 0.25},
+         '4k': {'resolution': (3840, 2160), 'backbone_scale': 0.125, 'refine_sample_pixels': 320_000,
+                'downsample_ratio': 0.125}}
 
 
 @dataclass(frozen=True)
 class SpeedConfig:
-    resolution: tuple = option((1920, 1080), '--resolution', type=positive_int, nargs=2, metavar=('W', 'H'),
-                               help='frame size')
+    size: str = option('hd', '--size', choices=tuple(SIZES), help="the official speed tests' settings (see above)")
+    resolution: tuple = option(None, '--resolution', type=positive_int, nargs=2, metavar=('W', 'H'),
+                               help='frame size', default_help="--size's: 1920 1080 or 3840 2160")
     batch_size: int = option(1, '--batch-size', type=positive_int, help='frames per call')
     warmup: int = option(2, '--warmup', type=non_negative_int, help='untimed runs first')
     repeats: int = option(10, '--repeats', type=positive_int, help='timed runs')
     profile: bool = option(False, '--profile', action='store_true', help='BGMv2, dygraph: time split by stage')
+    compare_torch: str = option(None, '--compare-torch', metavar='PATH',
+                                help='also time the official PyTorch model of the repository at PATH (see above)')
 
 
 def parser():
@@ -110,12 +127,84 @@ def instrumented(model, timer):
             delattr(refiner, name)
 
 
+def timing(times, cpu, frames):
+    """'median X ms per batch (min, max), Y ms per frame, Z frames/s; CPU W s per batch' of timed runs."""
+    median = statistics.median(times)
+    # CPU seconds show how much of the wall time was computing: below threads x wall when the CPU is shared
+    return (f'median {median * 1000:.1f} ms per batch (min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), '
+            f'{median * 1000 / frames:.1f} ms per frame, {frames / median:.2f} frames/s; '
+            f'CPU {statistics.median(cpu):.2f} s per batch')
+
+
+def timed(calls, warmup, repeats):
+    """[(wall seconds, CPU seconds) of each of `repeats` runs] per call, after `warmup` untimed runs. The calls
+    alternate run by run, so a load that drifts during the test (a shared machine) weighs on each alike."""
+    results = [([], []) for _ in calls]
+    for i in range(warmup + repeats):
+        for call, (times, cpu) in zip(calls, results):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            call()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
+    return results
+
+
+def import_official(path):
+    """The official repository's `model` package at PATH, imported as `official_model` (this project has its own
+    `model`), or None with the reason when torch or the code is missing."""
+    import importlib.util
+    if importlib.util.find_spec('torch') is None:
+        return None, 'torch is not installed (this project never needs it): nothing to compare with'
+    init = os.path.join(path, 'model', '__init__.py')
+    if not os.path.isfile(init):
+        return None, f'{path}: no model/__init__.py (give the folder of the official repository)'
+    spec = importlib.util.spec_from_file_location('official_model', init,
+                                                  submodule_search_locations=[os.path.dirname(init)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules['official_model'] = package
+    spec.loader.exec_module(package)
+    return package, None
+
+
+def official_call(package, model, frames, partner, threads):
+    """A no-argument call of the official model on the same inputs (RVM: its state carried), or a reason."""
+    import torch
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    o = model.options
+    tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))      # noqa: E731
+    if model.model_type in ('mattingbase', 'mattingrefine') and hasattr(package, 'MattingRefine'):
+        net = package.MattingBase(model.backbone) if model.model_type == 'mattingbase' else package.MattingRefine(
+            model.backbone, o.backbone_scale, o.refine_mode, o.refine_sample_pixels, o.refine_threshold,
+            o.refine_kernel_size, o.refine_prevent_oversampling)
+        inputs = (tensor(frames), tensor(partner))
+        step = lambda: net(*inputs)                                                          # noqa: E731
+    elif model.model_type == 'rvm' and hasattr(package, 'MattingNetwork'):
+        net = package.MattingNetwork(model.backbone, o.refiner, pretrained_backbone=False)
+        src, state = tensor(frames)[None], [None] * 4                     # 1 x T x 3 x H x W: one chunk
+        ratio = o.downsample_ratio or min(512 / max(frames.shape[1:3]), 1)
+
+        def step():
+            state[:] = net(src, *state, downsample_ratio=ratio)[2:]
+    else:
+        return None, f'the repository has no official {model.model_type} model'
+    net.eval()
+
+    def call():
+        with torch.inference_mode():
+            step()
+    return call, None
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
+    size = SIZES[args.size or 'hd']
+    defaults = {**TOOL_DEFAULTS, **{k: v for k, v in size.items() if k != 'resolution'}}
     try:
-        model = config.resolve_model(args, read_card, TOOL_DEFAULTS, demo=False)
-        backend = config.resolve_backend(args, model, TOOL_DEFAULTS)
-        cfg = config.fill(SpeedConfig, args)
+        model = config.resolve_model(args, read_card, defaults, demo=False)
+        backend = config.resolve_backend(args, model, defaults)
+        cfg = config.fill(SpeedConfig, args, {'resolution': size['resolution']})
         if cfg.profile and (model.family != 'bgmv2' or backend.backend != 'dygraph'):
             raise ValueError('--profile times the stages of a dygraph BGMv2 model: use --backend dygraph')
         if hasattr(paddle.base.core, 'set_num_threads'):
@@ -126,30 +215,34 @@ def main(argv=None):
         sys.exit(f'error: {e}')
     w, h = cfg.resolution
     rng = np.random.default_rng(0)
-    inputs = runner.prepare(*model.spec.example_inputs(cfg.batch_size, h, w, rng))
+    frames, partner = model.spec.example_inputs(cfg.batch_size, h, w, rng)
+    inputs = runner.prepare(frames, partner)
+    calls = [lambda: runner.step(inputs)]
+    if cfg.compare_torch:
+        package, why = import_official(cfg.compare_torch)
+        call, why = official_call(package, model, frames, partner, backend.threads) if package else (None, why)
+        if call is None:
+            print(f'--compare-torch: {why}')
+        else:
+            calls.append(call)
     timer = SectionTimer()
-    times, cpu = [], []
     with instrumented(network, timer) if cfg.profile else contextlib.nullcontext():
-        for i in range(cfg.warmup + cfg.repeats):
-            if i == cfg.warmup:
-                timer.totals.clear()
-            start, start_cpu = time.perf_counter(), time.process_time()
-            runner.step(inputs)
-            times.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-    times, cpu = times[cfg.warmup:], cpu[cfg.warmup:]
-    median = statistics.median(times)
-    # CPU seconds show how much of the wall time was computing: below threads x wall when the CPU is shared
+        (times, cpu), *official = timed(calls, cfg.warmup, cfg.repeats)
+    options = ' '.join(f'{k} {v}' for k, v in sorted(size.items()) if k != 'resolution'
+                       and hasattr(model.options, k) and getattr(model.options, k) == v)
     print(f'{model.model_type} {model.backbone} {w}x{h} batch {cfg.batch_size} backend {backend.backend} '
-          f'threads {backend.threads}: median {median * 1000:.1f} ms per batch (min {min(times) * 1000:.1f}), '
-          f'{median * 1000 / cfg.batch_size:.1f} ms per frame, {cfg.batch_size / median:.2f} frames/s; '
-          f'CPU {statistics.median(cpu):.2f} s per batch')
+          f'threads {backend.threads}' + (f' ({options})' if options else '') + f': {timing(times, cpu, cfg.batch_size)}')
     if cfg.profile:
         total = sum(times)
         for name, seconds in sorted(timer.totals.items(), key=lambda kv: -kv[1]):
             print(f'  {name:16s} {seconds / len(times) * 1000:8.1f} ms  {seconds / total * 100:5.1f} %')
         other = total - sum(timer.totals.values())
         print(f"  {'other':16s} {other / len(times) * 1000:8.1f} ms  {other / total * 100:5.1f} %")
+    if official:
+        (official_times, official_cpu), = official
+        print(f'official PyTorch {model.model_type} {model.backbone} {w}x{h} batch {cfg.batch_size} threads '
+              f'{backend.threads}: {timing(official_times, official_cpu, cfg.batch_size)}')
+        print(f'ratio (ours / official, medians): {statistics.median(times) / statistics.median(official_times):.2f}')
     return 0
 
 
