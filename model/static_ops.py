@@ -26,7 +26,7 @@ from paddle.framework import in_dynamic_or_pir_mode
 def elementwise(op, x):
     """paddle.<op>(x) for an elementwise activation, also inside a legacy static graph (see above)."""
     if in_dynamic_or_pir_mode():
-        return getattr(paddle, op)(x)
+        return {'sigmoid': F.sigmoid, 'tanh': paddle.tanh}[op](x)         # Paddle 2.6 has no paddle.sigmoid
     helper = paddle.base.layer_helper.LayerHelper(op)
     out = helper.create_variable_for_type_inference(x.dtype)
     helper.append_op(type=op, inputs={'X': x}, outputs={'Out': out})
