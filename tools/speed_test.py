@@ -159,6 +159,8 @@ def import_official(path):
     init = os.path.join(path, 'model', '__init__.py')
     if not os.path.isfile(init):
         return None, f'{path}: no model/__init__.py (give the folder of the official repository)'
+    for name in [m for m in sys.modules if m == 'official_model' or m.startswith('official_model.')]:
+        del sys.modules[name]                     # another repository's package imported earlier in this process
     spec = importlib.util.spec_from_file_location('official_model', init,
                                                   submodule_search_locations=[os.path.dirname(init)])
     package = importlib.util.module_from_spec(spec)
