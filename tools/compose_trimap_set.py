@@ -23,7 +23,6 @@ import shutil
 import sys
 import time
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
