@@ -319,6 +319,16 @@ class EvalConfig:
     seq_chunk: int = option(1, '--seq-chunk', type=positive_int, help='video protocol: frames per model call')
     save_pred: bool = option(False, '--save-pred', action='store_true',
                              help='also write the predicted mattes and foregrounds')
+    baseline: Optional[str] = option(None, '--baseline', choices=('difference',),
+                                     help='image protocol: also score the difference matte clip(blur(max_c |src - '
+                                          'bgr|) / t, 0, 1) on the same composites, printed as its own row (results '
+                                          'in <output-dir>/baseline_difference/)')
+    baseline_threshold: Optional[float] = option(None, '--baseline-threshold',
+                                                 type=checked(float, lambda v: v > 0, '> 0'),
+                                                 help="the difference matte's t",
+                                                 default_help='none: chosen on the evaluated composites, the t of the '
+                                                              'smallest mean alpha error (the best the one line can '
+                                                              'do there)')
 
 
 def _configured_dir(name, flag):
@@ -352,9 +362,13 @@ def resolve_eval(args, model):
                           else ''))
     other = {'image': [('--hr', cfg.hr)], 'video': [('--bgr-dir', cfg.bgr_dir), ('--resolution', cfg.resolution)],
              'trimap': [('--hr', cfg.hr), ('--bgr-dir', cfg.bgr_dir), ('--resolution', cfg.resolution)]}
+    other['video'] += [('--baseline', cfg.baseline)]
+    other['trimap'] += [('--baseline', cfg.baseline)]
     wrong = [flag for flag, value in other[protocol] if value]
     if wrong:
         raise ValueError(f"{', '.join(wrong)}: not an option of the {protocol} protocol")
+    if cfg.baseline and cfg.pred_dir:
+        raise ValueError('--baseline scores the composites of model mode: it cannot go with --pred-dir')
     if protocol == 'video' and not cfg.data_dir:
         raise ValueError("the video protocol needs --data-dir: the composited test set (<clip>/{com,fgr,pha,bgr}/, "
                          "e.g. videomatte_512x288)")

@@ -1,5 +1,6 @@
 """The image protocol: BGMv2's evaluation on PhotoMatte85-style test sets with the Deep Image Matting metrics.
 eval.py's docstring states the protocol; the columns below their scaling."""
+import dataclasses
 import os
 
 import cv2
@@ -11,6 +12,7 @@ from utils.io import ImageReadError, read_alpha_u8, read_image, resize_cover, to
 from utils.metrics import dim_metrics, foreground_metrics
 from utils.pairing import by_stem
 
+from .baseline import BLUR_SIGMA, DifferenceMatte, ThresholdSearch
 from .report import save_thumbnails, write_report
 from .results import column_means, score_cases, start_output, table, write_json
 
@@ -71,11 +73,14 @@ class ModelPredictor:
         self.backgrounds = image_files(bgr_dir)
         self.matting, self.seed = runner, seed
 
-    def __call__(self, index, name, fgr, alpha):
+    def composite(self, index, fgr, alpha):
+        """Test image `index` over its background, with the evaluation augmentation -> (photo, plate)."""
         h, w = alpha.shape
         bgr = resize_cover(read_image(self.backgrounds[index % len(self.backgrounds)]), h, w)
-        rng = np.random.default_rng([self.seed, index])
-        src, bgr = eval_composite(fgr, alpha / np.float32(255), bgr, rng)
+        return eval_composite(fgr, alpha / np.float32(255), bgr, np.random.default_rng([self.seed, index]))
+
+    def __call__(self, index, name, fgr, alpha):
+        src, bgr = self.composite(index, fgr, alpha)
         out = self.matting(src[None], bgr[None])
         return to_uint8(out['pha'][0]), to_uint8(out['fgr'][0]), src
 
@@ -118,7 +123,45 @@ def score_image(name, pred, alpha, trimap, fgr_pred, fgr):
 def evaluate(cfg, settings, make_runner=None, plates=True):
     """Score every test image of cfg.data_dir not yet in <cfg.output_dir>/metrics.csv; write the result files.
     `make_runner(frames)` gives the model's runner (None: score cfg.pred_dir), fed composites over cfg.bgr_dir
-    with those backgrounds as plates. -> (summary, console table, result file names)."""
+    with those backgrounds as plates; cfg.baseline adds the difference matte on the same composites, scored into
+    <output_dir>/baseline_difference/. -> (summary, console table, result file names)."""
+    summary = score_all(cfg, settings, make_runner)
+    head = (f"{summary['scored']} of {summary['images']} images scored ({summary['failed']} failed); DIM metrics "
+            f"over the trimap's unknown region; 'old repro': the scale of the earlier Paddle reproduction")
+    files, others = ['metrics.csv', 'summary.json', 'report.html'], []
+    if cfg.baseline:
+        threshold = cfg.baseline_threshold or difference_threshold(cfg)
+        folder = os.path.join(cfg.output_dir, 'baseline_difference')
+        base = score_all(dataclasses.replace(cfg, output_dir=folder, save_pred=False),
+                         {**{k: v for k, v in settings.items() if k in ('protocol', 'data_dir', 'trimap_radius',
+                                                                         'resolution', 'bgr_dir', 'seed')},
+                          'mode': 'baseline', 'baseline': 'difference', 'threshold': threshold,
+                          'blur_sigma': BLUR_SIGMA}, lambda count: DifferenceMatte(threshold))
+        summary['baseline'] = {'method': 'difference', 'threshold': threshold, 'mean': base['mean'],
+                               'failed': base['failed']}
+        write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
+        others = [(f'diff t={threshold:.3g}', base['mean'])]
+        files.append(os.path.join('baseline_difference', 'metrics.csv'))
+    return summary, table(head, IMAGE_TABLE, summary['mean'], others), files
+
+
+def difference_threshold(cfg):
+    """The difference matte's t of the smallest mean alpha error over the evaluated composites."""
+    search, composites = ThresholdSearch(), ModelPredictor(None, cfg.bgr_dir, cfg.seed)
+    pairs = find_pairs(cfg.data_dir)
+    by_name = {pair_stem(cfg.data_dir, pair[0]): pair for pair in pairs}
+    for index, name in enumerate(by_name):
+        try:
+            fgr, alpha, _, _ = ground_truth(cfg, by_name[name])
+        except ValueError:              # unreadable: reported when it is scored
+            continue
+        src, bgr = composites.composite(index, fgr, alpha)
+        search.add(src, bgr, alpha / np.float32(255))
+    return search.best()
+
+
+def score_all(cfg, settings, make_runner):
+    """The image protocol's scoring loop and result files (metrics.csv, summary.json, report.html) -> summary."""
     pairs = find_pairs(cfg.data_dir)
     settings = start_output(cfg.output_dir, settings)
     by_name = {pair_stem(cfg.data_dir, pair[0]): pair for pair in pairs}
@@ -144,9 +187,7 @@ def evaluate(cfg, settings, make_runner=None, plates=True):
                                                                  f'L1 radius {cfg.trimap_radius} (saved in trimap/)'}
     write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
     write_report(cfg.output_dir, summary, ordered, IMAGE_COLUMNS, title=f'image protocol: {cfg.data_dir}')
-    head = (f"{summary['scored']} of {summary['images']} images scored ({summary['failed']} failed); DIM metrics "
-            f"over the trimap's unknown region; 'old repro': the scale of the earlier Paddle reproduction")
-    return summary, table(head, IMAGE_TABLE, summary['mean']), ['metrics.csv', 'summary.json', 'report.html']
+    return summary
 
 
 def save_image_outputs(cfg, name, trimap, pred, fgr_pred):

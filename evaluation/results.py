@@ -78,13 +78,17 @@ def start_output(output_dir, settings):
     return settings
 
 
-def table(head, spec, means):
-    """The console table: a header line, then one line of names, one of scalings, one of means."""
-    cells = [(name, scale, '-' if means[name]['mean'] is None else f"{means[name]['mean']:.{digits}f}")
-             for name, scale, digits in spec]
+def table(head, spec, means, others=()):
+    """The console table: a header line, then one line of names, one of scalings, one of means, and one per
+    (label, means) of `others` (a reference method scored alike)."""
+    rows = [('mean', means)] + list(others)
+    value = lambda m, name, digits: '-' if m[name]['mean'] is None else f"{m[name]['mean']:.{digits}f}"  # noqa
+    cells = [(name, scale) + tuple(value(m, name, digits) for _, m in rows) for name, scale, digits in spec]
+    labels = ['', 'scale'] + [label for label, _ in rows]
+    width = max(6, max(len(label) for label in labels) + 1)
     widths = [max(len(c) for c in cell) + 2 for cell in cells]
-    lines = [''.join(c[i].rjust(w) for c, w in zip(cells, widths)) for i in range(3)]
-    return '\n'.join([head] + [label.ljust(6) + line for label, line in zip(['', 'scale', 'mean'], lines)])
+    lines = [''.join(c[i].rjust(w) for c, w in zip(cells, widths)) for i in range(len(labels))]
+    return '\n'.join([head] + [label.ljust(width) + line for label, line in zip(labels, lines)])
 
 
 def score_cases(output_dir, fields, names, make_scorer, unit='image'):

@@ -156,3 +156,45 @@ def test_derived_trimap_is_the_l1_band_of_the_old_reproduction():
     np.testing.assert_array_equal(derive_trimap(alpha, radius), want)
     assert pair_stem('/d', '/d/fgr/a/b.png') == 'a/b'
     assert pair_stem('/d', '/d/x/fg/b.jpg') == 'x/b' and pair_stem('/d', '/d/c.png') == 'c'
+
+
+def test_difference_baseline_is_a_row_of_its_own_on_the_same_composites(data, tmp_path, capsys):
+    from evaluation.baseline import THRESHOLDS
+    out = tmp_path / 'out'
+    assert run(data, out, '--baseline', 'difference') == 0
+    printed = table(capsys)
+    model_row = next(line for line in printed.splitlines() if line.startswith('mean'))
+    diff_row = next(line for line in printed.splitlines() if line.startswith('diff t='))
+    assert len(diff_row.split()) == len(model_row.split()) + 1            # 'diff', 't=...' and one value a column
+    summary = json.load(open(out / 'summary.json'))
+    assert summary['baseline']['threshold'] in THRESHOLDS
+    baseline = rows(out / 'baseline_difference')
+    assert sorted(baseline) == sorted(rows(out)) == ['img0', 'img1', 'img2']
+    assert baseline['img0']['SAD'] != rows(out)['img0']['SAD']
+    # a given t is used as it is, and the model's results are resumed, not redone
+    assert run(data, tmp_path / 'fixed', '--baseline', 'difference', '--baseline-threshold', '0.1') == 0
+    assert json.load(open(tmp_path / 'fixed' / 'baseline_difference' / 'settings.json'))['threshold'] == 0.1
+
+
+def test_difference_matte_and_its_threshold_search():
+    from evaluation.baseline import DifferenceMatte, ThresholdSearch
+    h, w = 40, 60
+    alpha = np.zeros((h, w), np.float32)
+    alpha[10:30, 15:45] = 1
+    bgr = np.full((h, w, 3), 0.2, np.float32)
+    src = bgr.copy()
+    src[..., 1] += 0.3 * alpha                                            # 0.3 apart in one channel inside
+    out = DifferenceMatte(0.3)(src[None], bgr[None])
+    assert out['pha'][0][15:25, 20:40].min() > 0.999 and out['pha'][0][:5].max() == 0   # inside and far outside
+    assert np.array_equal(out['fgr'][0], src)
+    search = ThresholdSearch()                       # a smooth ramp (which the blur keeps): the true t is 0.3
+    ramp = np.broadcast_to(np.linspace(0, 1, w, dtype=np.float32), (h, w))
+    search.add(bgr + 0.3 * ramp[..., None] * np.float32([0, 1, 0]), bgr, ramp)
+    assert abs(np.log(search.best() / 0.3)) < np.log(1.25)            # the candidate next to it
+    with pytest.raises(ValueError, match='> 0'):
+        DifferenceMatte(0)
+
+
+def test_baseline_needs_model_mode_composites(data, tmp_path):
+    with pytest.raises(SystemExit, match='^error: --baseline scores the composites of model mode'):
+        run(data, tmp_path / 'o', '--pred-dir', str(tmp_path), '--baseline', 'difference')
