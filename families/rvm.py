@@ -130,8 +130,9 @@ class RVM(Family):
         return ('com', 'pha', 'fgr')
 
     def runner(self, model, network, backend, frames, wanted=('pha', 'fgr')):
-        """`backend` 'auto' on CPU, above AUTO_FRAMES frames: ONNX Runtime when installed (about 1.5x faster than
-        Paddle Inference with oneDNN here), else Paddle Inference; otherwise dygraph."""
+        """`backend` 'auto' on CPU, above AUTO_FRAMES frames: ONNX Runtime when installed (0.8-1.2x the time of Paddle
+        Inference with oneDNN here, depending on backbone and size; it needs no legacy graph), else Paddle Inference;
+        otherwise dygraph."""
         name = backend.backend
         if name == 'auto':
             onnx = all(find_spec(m) for m in ('onnxruntime', 'paddle2onnx'))

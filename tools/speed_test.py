@@ -233,7 +233,8 @@ def main(argv=None):
     options = ' '.join(f'{k} {v}' for k, v in sorted(size.items()) if k != 'resolution'
                        and hasattr(model.options, k) and getattr(model.options, k) == v)
     print(f'{model.model_type} {model.backbone} {w}x{h} batch {cfg.batch_size} backend {backend.backend} '
-          f'threads {backend.threads}' + (f' ({options})' if options else '') + f': {timing(times, cpu, cfg.batch_size)}')
+          f'threads {backend.threads}' + (f' ({options})' if options else '')
+          + f': {timing(times, cpu, cfg.batch_size)}')
     if cfg.profile:
         total = sum(times)
         for name, seconds in sorted(timer.totals.items(), key=lambda kv: -kv[1]):
