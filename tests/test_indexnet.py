@@ -136,12 +136,15 @@ def test_runner_batches_any_size_and_the_exported_backends_agree(official, tmp_p
     assert inputs.shape == (2, 4, 96, 128)                          # resized, not padded, to multiples of 32
     expected = DygraphBackend(network)(inputs)[0]
     from families.indexnet import INPUT_SPEC
-    for name in ('inference', 'onnxruntime'):
+    from inference.backends import has_pir
+    # Paddle Inference on the legacy graph (oneDNN) and on PIR; ONNX Runtime (converted from the PIR graph)
+    for name, fmt in [('inference', 'pdmodel')] + ([('inference', 'json'), ('onnxruntime', 'json')] if has_pir()
+                                                    else [('onnxruntime', 'pdmodel')]):
         if name == 'onnxruntime':
             pytest.importorskip('onnxruntime')
             pytest.importorskip('paddle2onnx')
-        backend = create_backend(name, network, spec=INPUT_SPEC, fmt='json')
-        np.testing.assert_allclose(backend(inputs)[0], expected, atol=1e-4, err_msg=name)
+        backend = create_backend(name, network, spec=INPUT_SPEC, fmt=fmt)
+        np.testing.assert_allclose(backend(inputs)[0], expected, atol=1e-4, err_msg=f'{name} {fmt}')
 
 
 def test_trimaps_are_checked(official, tmp_path, capsys):

@@ -1,12 +1,13 @@
 """Export a matting model for Paddle Inference (and ONNX Runtime) with dynamic batch, height and width.
 
 Writes into OUTPUT:
-  model.pdmodel + model.pdiparams   the static graph in the legacy format (default for BGMv2). On CPU, Paddle
+  model.pdmodel + model.pdiparams   the static graph in the legacy format (default for BGMv2, IndexNet). On CPU, Paddle
                                     Inference runs it with oneDNN, several times faster than without; Paddle
                                     3.3's .json format cannot use oneDNN with bilinear resizes (Paddle#79749).
   model.json + model.pdiparams      --format json: the PIR format of Paddle 3 (the only one for rvm)
-  model.onnx                        --onnx: for onnxruntime (`pip install paddle2onnx onnxruntime`); BGMv2 only
-                                    for now (paddle2onnx 2.1 rejects the scale_factor resizes of RVM)
+  model.onnx                        --onnx: for onnxruntime (`pip install paddle2onnx onnxruntime`); BGMv2 and
+                                    IndexNet (paddle2onnx 2.1 rejects the scale_factor resizes of a dynamic-size
+                                    RVM graph; predict.py exports RVM per frame size for ONNX Runtime itself)
   export.json                       the options baked into the graph and the output names
 
 The refinement options (mode, sample pixels, threshold, kernel size, backbone scale) are constants of the
@@ -42,8 +43,8 @@ class ExportConfig:
     output: str = option(None, '--output', required=True, metavar='DIR', help='folder to write the exported model into')
     format: str = option(None, '--format', choices=('pdmodel', 'json'),
                          help='pdmodel: legacy static graph, fast with oneDNN on CPU; json: PIR format of Paddle 3',
-                         default_help='the family\'s first: pdmodel for BGMv2, json for rvm (its ops have no legacy '
-                                      'kernels in Paddle 3.3)')
+                         default_help='the family\'s first: pdmodel for BGMv2 and IndexNet, json for rvm (a graph for '
+                                      'any frame size keeps scale-factor resizes, which only PIR takes)')
     onnx: bool = option(False, '--onnx', action='store_true', help='also convert to model.onnx with paddle2onnx')
     onnx_opset: int = option(11, '--onnx-opset', type=positive_int,
                              help='minimum ONNX opset (raised automatically where an op needs it)')
