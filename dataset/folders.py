@@ -11,7 +11,7 @@ A folder of RGBA images with no such children (PhotoMatte85) pairs each file wit
 import os
 
 from utils.io import IMAGE_EXTENSIONS, read_alpha, read_image, read_rgba
-from utils.pairing import by_stem, list_images, pair_up
+from utils.pairing import by_stem, list_images, listing_rows, pair_up
 
 FGR_NAMES = ('fgr', 'fg', 'foreground', 'original')
 PHA_NAMES = ('pha', 'alpha', 'gt', 'mask', 'matte')
@@ -112,15 +112,8 @@ def trimap_triples(root):
         raise ValueError(f"{root}: folder not found")
     listing = os.path.join(root, 'data.txt')
     if os.path.isfile(listing):
-        triples = []
-        with open(listing, encoding='utf-8') as f:
-            for number, line in enumerate(f, 1):
-                fields = [os.path.join(root, p.strip()) for p in line.strip().split('|')] if line.strip() else []
-                if fields and len(fields) < 3:
-                    raise ValueError(f"{listing}: line {number}: expected image|alpha|trimap, got {line.strip()!r}")
-                if fields:
-                    triples.append((os.path.splitext(os.path.relpath(fields[0], root))[0], *fields[:3]))
-        return triples
+        return [(os.path.splitext(os.path.relpath(row[0], root))[0], *row)
+                for row in listing_rows(listing, root, ('image', 'alpha', 'trimap'), extra=True)]
     triples = []
     for directory, subdirs, _ in os.walk(root):
         subdirs.sort()

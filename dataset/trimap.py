@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from utils.io import read_alpha_u8, read_image
-from utils.pairing import by_stem, pair_up
+from utils.pairing import by_stem, listing_rows, pair_up
 from utils.trimap import normalise, trimap_from_alpha
 
 from .folders import read_pair
@@ -63,15 +63,7 @@ def composite_rows(root):
     `root` unless absolute), or merged/ alpha/ fg/ bg/ folders paired by name."""
     listing = os.path.join(root, 'data.txt')
     if os.path.isfile(listing):
-        rows = []
-        with open(listing, encoding='utf-8') as f:
-            for number, line in enumerate(f, 1):
-                fields = [os.path.join(root, p.strip()) for p in line.strip().split('|')] if line.strip() else []
-                if fields and len(fields) != 4:
-                    raise ValueError(f"{listing}: line {number}: expected merged|alpha|fg|bg, got {line.strip()!r}")
-                if fields:
-                    rows.append(tuple(fields))
-        return rows
+        return listing_rows(listing, root, ('merged', 'alpha', 'fg', 'bg'))
     folders = {name: os.path.join(root, name) for name in ('merged', 'alpha', 'fg', 'bg')}
     missing = [p for p in folders.values() if not os.path.isdir(p)]
     if missing:

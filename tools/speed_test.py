@@ -34,6 +34,7 @@ import paddle  # noqa: E402
 
 import config  # noqa: E402
 import families  # noqa: E402
+from families.rvm import auto_ratio  # noqa: E402
 import model.static_ops as ops  # noqa: E402
 from utils.checkpoint import read_card  # noqa: E402
 from utils.options import option, positive_int, non_negative_int  # noqa: E402
@@ -185,7 +186,7 @@ def official_call(package, model, frames, partner, threads):
     elif model.model_type == 'rvm' and hasattr(package, 'MattingNetwork'):
         net = package.MattingNetwork(model.backbone, o.refiner, pretrained_backbone=False)
         src, state = tensor(frames)[None], [None] * 4                     # 1 x T x 3 x H x W: one chunk
-        ratio = o.downsample_ratio or min(512 / max(frames.shape[1:3]), 1)
+        ratio = o.downsample_ratio or auto_ratio(*frames.shape[1:3])
 
         def step():
             state[:] = net(src, *state, downsample_ratio=ratio)[2:]

@@ -94,3 +94,19 @@ def pair_up(tables, keys=None, exact=(), where=''):
         raise UnpairedError(f"{where + ': ' if where else ''}files that do not pair up by name: " +
                             '; '.join(problems))
     return [(k, {label: tables[label][k] for label in labels}) for k in keys]
+
+
+def listing_rows(listing, root, columns, extra=False):
+    """The rows of a `a|b|c` listing file (such as data.txt) as tuples of paths (relative to `root` unless
+    absolute); blank lines skipped. `columns` names the fields for the error; `extra`: longer rows are allowed and
+    cut to the named fields (the MindSpore port's lists carry more)."""
+    rows = []
+    with open(listing, encoding='utf-8') as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            fields = [os.path.join(root, p.strip()) for p in line.strip().split('|')]
+            if len(fields) < len(columns) or (len(fields) > len(columns) and not extra):
+                raise ValueError(f"{listing}: line {number}: expected {'|'.join(columns)}, got {line.strip()!r}")
+            rows.append(tuple(fields[:len(columns)]))
+    return rows
