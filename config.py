@@ -31,8 +31,10 @@ def show(value):
 def add_options(parser, cls, title=None, defaults=None, aliases=None, default_help=None):
     """Add the option fields of dataclass `cls` to `parser` (in a group `title`); `defaults` are a tool's own
     defaults (shown in --help), `aliases` extra flags {field: [flag, ...]}, `default_help` {field: text} the
-    text of defaults that vary."""
+    text of defaults that vary. A flag the parser has already (the learning rates several training tasks share)
+    is not added again: its help gains this class's default."""
     group = parser.add_argument_group(title) if title else parser
+    existing = parser._option_string_actions
     defaults, aliases, default_help_of = defaults or {}, aliases or {}, default_help or {}
     for f in dataclasses.fields(cls):
         meta = dict(f.metadata)
@@ -45,6 +47,10 @@ def add_options(parser, cls, title=None, defaults=None, aliases=None, default_he
         meta.pop('default_help', None)
         if f.name in defaults:              # the tool's own default replaces the field's
             default_help = None
+        if flags[0] in existing:
+            shared = existing[flags[0]]
+            shared.help = shared.help[:-1] + f', {default_help or show(default)})'
+            continue
         if meta.get('required'):
             text += ' (required)'
         elif meta.get('action') == 'store_true':

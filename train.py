@@ -56,7 +56,7 @@ def main(argv=None):
         data, run, options = config.resolve_train(args, model)
         task = model.spec.trainer(model.model_type)
         if run.check_data:
-            print(task.describe_data(data))
+            print(task.describe_data(data, options))
             return 0
         train(model, data, run, options, task, model.spec.build)
     except (ValueError, FloatingPointError) as e:

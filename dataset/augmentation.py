@@ -94,25 +94,34 @@ def gray(image):
 
 
 def adjust_hue(image, shift):
-    """Rotate the hue by `shift` of a full turn."""
+    """Rotate the hue by `shift` of a full turn (an image or a T x H x W x 3 clip)."""
+    if image.ndim == 4:
+        return np.stack([adjust_hue(frame, shift) for frame in image])
     hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)            # float input: H in [0, 360)
     hsv[..., 0] = (hsv[..., 0] + shift * 360) % 360
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
-def color_jitter(image, rng, brightness, contrast, saturation, hue, kornia=False):
-    """torchvision ColorJitter: factors 1 +- b/c/s and a hue shift +- h, applied in random order.
+def jitter_params(rng, brightness, contrast, saturation, hue):
+    """torchvision ColorJitter's draw: factors 1 +- b/c/s, a hue shift +- h, and the order of the four."""
+    factors = [rng.uniform(1 - v, 1 + v) for v in (brightness, contrast, saturation)] + [rng.uniform(-hue, hue)]
+    return factors, rng.permutation(4)
+
+
+def apply_jitter(image, params, kornia=False):
+    """Apply jitter_params to an image (or to every frame of a T x H x W x 3 clip: one draw for the clip).
 
     kornia=True is kornia 0.4.1's variant used on backgrounds: brightness *adds* (factor - 1) and contrast
-    scales the image instead of blending it with its mean.
-    """
-    factors = [rng.uniform(1 - v, 1 + v) for v in (brightness, contrast, saturation)] + [rng.uniform(-hue, hue)]
-    for op in rng.permutation(4):
+    scales the image instead of blending it with its mean."""
+    factors, order = params
+    mean_axes = tuple(range(image.ndim - 3, image.ndim - 1))
+    for op in order:
         x = factors[op]
         if op == 0:
             image = image + (x - 1) if kornia else image * x
         elif op == 1:
-            image = image * x if kornia else (image - gray(image).mean()) * x + gray(image).mean()
+            mean = gray(image).mean(axis=mean_axes, keepdims=True)[..., None]
+            image = image * x if kornia else (image - mean) * x + mean
         elif op == 2:
             g = gray(image)[..., None]
             image = (image - g) * x + g
@@ -120,6 +129,11 @@ def color_jitter(image, rng, brightness, contrast, saturation, hue, kornia=False
             image = adjust_hue(np.clip(image, 0, 1), x)
         image = np.clip(image, 0, 1).astype(np.float32)
     return image
+
+
+def color_jitter(image, rng, brightness, contrast, saturation, hue, kornia=False):
+    """torchvision ColorJitter: factors 1 +- b/c/s and a hue shift +- h, applied in random order."""
+    return apply_jitter(image, jitter_params(rng, brightness, contrast, saturation, hue), kornia)
 
 
 # ---------------------------------------------------------------- per-sample (data workers)

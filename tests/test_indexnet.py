@@ -224,7 +224,7 @@ def test_loss_falls_when_the_task_trains_on_one_batch():
     model = config.resolve_model(args, read_card, demo=False)
     data, run, options = config.resolve_train(args, model)
     task = model.spec.trainer('indexnet')
-    train_set, sampler, collate, valid, _ = task.datasets(data, run, 0, 1)
+    train_set, sampler, collate, valid, _ = task.datasets(data, run, options, 0, 1)
     batch = [paddle.to_tensor(a) for a in load_batch(train_set, collate, next(iter(sampler)))[0]]
     paddle.seed(0)
     network = model.spec.build(model)

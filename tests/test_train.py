@@ -51,7 +51,7 @@ def test_loss_falls_and_validation_improves(data, tmp_path):
                      '--name', 'learn', '--log-interval', '1', '--valid-interval', '1000', '--checkpoint-interval', '1000',
                      '--image-interval', '30')
     model, data_cfg, run, options, task = resolve(argv)
-    train_set, sampler, collate, valid, _ = task.datasets(data_cfg, run, 0, 1)
+    train_set, sampler, collate, valid, _ = task.datasets(data_cfg, run, options, 0, 1)
     batch = [paddle.to_tensor(a) for a in load_batch(train_set, collate, next(iter(sampler)))[0]]
 
     def measure(network):

@@ -9,11 +9,14 @@ with fgr/ + pha/, e.g. dataset/demo/train) can be mixed in with --real-fg.
 
 Layouts: fgr_pha ({train,valid}/{fgr,pha}), videomatte ({train,test}/{fgr,pha}/<clip>/<frame>.jpg),
 aim ({train,valid}/{original,mask,trimap}), rgba ({train,valid}/*.png with alpha). Backgrounds go to
-<out>/backgrounds/{train,valid}/.
+<out>/backgrounds/{train,valid}/. Layout rvm writes the data of every RVM training pass instead:
+videomatte/{train,valid}/ clips, background_videos/{train,valid}/<clip>/ (a panning background),
+supervisely/{img,seg}/ (segmentation images) and youtubevis/train/ (JPEGImages/<video>/ + instances.json, RLE).
 
 --demo-from-realdata DIR builds dataset/demo (the shipped demo set) from shared/realdata instead.
 """
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -144,10 +147,62 @@ def write_clip(out, split, name, fgr, pha, frames, rng):
         write_image(os.path.join(out, split, 'pha', name, f'{t:05d}.jpg'), p)
 
 
+def rle(mask):
+    """Uncompressed COCO RLE of an H x W 0/1 mask: run lengths in column-major order, zeros first."""
+    flat = mask.T.reshape(-1).astype(np.int8)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
+    return {'size': list(mask.shape), 'counts': np.diff(np.concatenate([[0], edges])).tolist()}
+
+
+def panning_clip(rng, h, w, frames, real_bg):
+    """Frames of a camera panning over a wider background."""
+    wide = texture(rng, h + 8 * frames, w + 8 * frames, real_bg)
+    dx, dy = rng.integers(0, 5, 2)
+    return [wide[t * dy:t * dy + h, t * dx:t * dx + w] for t in range(frames)]
+
+
+def generate_rvm(args, rng, real_bg, real_fg):
+    """The data of the RVM training passes (see the module docstring)."""
+    h = w = args.size
+    for split, count in (('train', args.num_train), ('valid', args.num_valid)):
+        for i in range(count):
+            fgr, pha = (real_foreground(rng, real_fg[i], args.size) if split == 'train' and i < len(real_fg)
+                        else synthetic_foreground(rng, h, w, real_bg if rng.random() < 0.5 else None))
+            write_clip(os.path.join(args.out, 'videomatte'), split, f'{split}_{i:04d}', fgr, pha, args.frames, rng)
+        for i in range(max(1, count // 2)):
+            for t, frame in enumerate(panning_clip(rng, h, round(w * 1.25), args.frames, real_bg)):
+                write_image(os.path.join(args.out, 'background_videos', split, f'{i:04d}', f'{t:05d}.jpg'), frame)
+    videos, annotations = [], []
+    for i in range(args.num_train):
+        fgr, pha = synthetic_foreground(rng, h, w, real_bg)
+        seg = (pha > 0.5).astype(np.float32)
+        image = fgr * pha[..., None] + texture(rng, h, w, real_bg) * (1 - pha[..., None])
+        write_image(os.path.join(args.out, 'supervisely', 'img', f'{i:04d}.jpg'), image)
+        write_image(os.path.join(args.out, 'supervisely', 'seg', f'{i:04d}.png'), seg)
+        background = panning_clip(rng, h, w, args.frames, real_bg)
+        names, masks = [], []
+        dx, dy = rng.uniform(-3, 3, 2)
+        for t in range(args.frames):
+            m = np.float32([[1, 0, dx * t], [0, 1, dy * t]])
+            f, p = cv2.warpAffine(fgr, m, (w, h), borderMode=cv2.BORDER_REFLECT), cv2.warpAffine(pha, m, (w, h))
+            names.append(f'{i:04d}/{t:05d}.jpg')
+            write_image(os.path.join(args.out, 'youtubevis', 'train', 'JPEGImages', names[-1]),
+                        f * p[..., None] + background[t] * (1 - p[..., None]))
+            masks.append(rle(p > 0.5))
+        videos.append({'id': i + 1, 'file_names': names, 'height': h, 'width': w, 'length': args.frames})
+        annotations.append({'id': i + 1, 'video_id': i + 1, 'category_id': 26, 'segmentations': masks,
+                            'iscrowd': 0})
+    with open(os.path.join(args.out, 'youtubevis', 'train', 'instances.json'), 'w') as f:
+        json.dump({'videos': videos, 'annotations': annotations,
+                   'categories': [{'id': 26, 'name': 'person'}]}, f)
+
+
 def generate(args):
     rng = np.random.default_rng(args.seed)
     real_bg = image_files(args.real_bg) if args.real_bg else None
     real_fg = find_pairs(args.real_fg) if args.real_fg else []
+    if args.layout == 'rvm':
+        return generate_rvm(args, rng, real_bg, real_fg)
     h = w = args.size
     splits = (('train', args.num_train), ('test' if args.layout == 'videomatte' else 'valid', args.num_valid))
     for split, count in splits:
@@ -205,12 +260,12 @@ def build_demo(realdata, out, long_side=640):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out', required=True)
-    p.add_argument('--layout', default='fgr_pha', choices=['fgr_pha', 'videomatte', 'aim', 'rgba'])
+    p.add_argument('--layout', default='fgr_pha', choices=['fgr_pha', 'videomatte', 'aim', 'rgba', 'rvm'])
     p.add_argument('--num-train', type=int, default=40)
     p.add_argument('--num-valid', type=int, default=8)
     p.add_argument('--num-backgrounds', type=int, default=16, help='training backgrounds (a quarter as many for valid)')
     p.add_argument('--size', type=int, default=320, help='side of the synthetic images')
-    p.add_argument('--frames', type=int, default=3, help='frames per clip (videomatte layout)')
+    p.add_argument('--frames', type=int, default=3, help='frames per clip (videomatte and rvm layouts)')
     p.add_argument('--real-fg', help='a folder with fgr/ + pha/ whose pairs start the training split')
     p.add_argument('--real-bg', help='a folder of photos to crop backgrounds and textures from')
     p.add_argument('--seed', type=int, default=0)

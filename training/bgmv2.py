@@ -17,7 +17,7 @@ from utils.losses import LossWeights, base_loss, refine_loss
 from utils.metrics import dim_metrics
 from utils.options import non_negative, option
 
-from .loop import Task
+from .loop import Task, module_adam
 
 MODULES = ('backbone', 'aspp', 'decoder', 'refiner')
 MIN_RESOLUTION = 32
@@ -73,13 +73,13 @@ class BGMv2Training(Task):
 
     # ------------------------------------------------------------ data
 
-    def describe_data(self, data):
+    def describe_data(self, data, options):
         roots = load_roots(data.dataset_config, data.dataset_root)
         pairs = matting_split(roots, data.dataset_name, 'train')
         backgrounds = background_split(roots, data.background_name, 'train')
         return f'{data.dataset_name}: {len(pairs)} training pairs; {data.background_name}: {len(backgrounds)} backgrounds'
 
-    def datasets(self, data, run, rank, world):
+    def datasets(self, data, run, options, rank, world):
         roots = load_roots(data.dataset_config, data.dataset_root)
         train = MattingDataset(matting_split(roots, data.dataset_name, 'train'),
                                background_split(roots, data.background_name, 'train'), data.resolution, train=True,
@@ -102,20 +102,7 @@ class BGMv2Training(Task):
     # ------------------------------------------------------------ model, optimiser, step
 
     def optimizer(self, network, options):
-        """Adam with one parameter group per module at its own rate (Paddle multiplies the global rate 1.0
-        by the group's); a module with rate 0 is frozen: no gradients, no optimiser state."""
-        groups = []
-        for name in MODULES:
-            module, lr = getattr(network, name, None), getattr(options, f'lr_{name}')
-            if module is None:
-                continue
-            for param in module.parameters():
-                param.stop_gradient = lr == 0
-            if lr > 0:
-                groups.append({'params': module.parameters(), 'learning_rate': lr})
-        if not groups:
-            raise ValueError('every learning rate is 0: nothing to train')
-        return paddle.optimizer.Adam(learning_rate=1.0, parameters=groups)
+        return module_adam(network, {(name,): getattr(options, f'lr_{name}') for name in MODULES})
 
     def learning_rates(self, network, options):
         return {name: getattr(options, f'lr_{name}') for name in MODULES if hasattr(network, name)}

@@ -74,14 +74,14 @@ class IndexNetTraining(Task):
             roots, data.background_name if split == 'train' else data.valid_background_name, split)
         return rows, pairs, backgrounds
 
-    def describe_data(self, data):
+    def describe_data(self, data, options):
         rows, pairs, backgrounds = self.sources(data, 'train')
         if rows:
             return f'{data.dataset_name}: {len(rows)} training pairs (pre-rendered composites)'
         return (f'{data.dataset_name}: {len(pairs)} training pairs; {data.background_name}: {len(backgrounds)} '
                 f'backgrounds (composited on the fly)')
 
-    def datasets(self, data, run, rank, world):
+    def datasets(self, data, run, options, rank, world):
         rows, pairs, backgrounds = self.sources(data, 'train')
         train = TrimapDataset(data.resolution, True, run.seed, pairs, backgrounds, rows)
         if len(train) < run.batch_size * world:

@@ -31,11 +31,11 @@ class Task:
     def check(self, data, run):
         """ValueError for options that cannot train."""
 
-    def describe_data(self, data):
+    def describe_data(self, data, options):
         """One line on the training data, or ValueError naming what is missing (train.py --check-data)."""
         raise NotImplementedError
 
-    def datasets(self, data, run, rank, world):
+    def datasets(self, data, run, options, rank, world):
         """(train dataset, its batch sampler, collate, validation (dataset, [batches], collate) or None, note)."""
         raise NotImplementedError
 
@@ -54,6 +54,10 @@ class Task:
 
     def single_sample_note(self):
         return ''
+
+    def passes(self, batch, options):
+        """[(log prefix, inputs)] of one step: each pass is a forward, a loss and an optimiser step of its own."""
+        return [('', batch)]
 
     def forward(self, net, batch):
         raise NotImplementedError
@@ -86,20 +90,43 @@ def seed_step(seed, step, rank):
     paddle.seed(seed * 1_000_003 + step * 101 + rank)
 
 
+def module_adam(network, rates):
+    """Adam with one parameter group per set of modules at its own rate ({(module names): rate}; Paddle multiplies
+    the global rate 1.0 by the group's); modules at rate 0 are frozen: no gradients, no optimiser state."""
+    groups = []
+    for modules, lr in rates.items():
+        params = [p for name in modules if getattr(network, name, None) is not None
+                  for p in getattr(network, name).parameters()]
+        for param in params:
+            param.stop_gradient = lr == 0
+        if lr > 0 and params:
+            groups.append({'params': params, 'learning_rate': lr})
+    if not groups:
+        raise ValueError('every learning rate is 0: nothing to train')
+    return paddle.optimizer.Adam(learning_rate=1.0, parameters=groups)
+
+
 def train_step(task, net, optimizer, scaler, batch, options):
-    """One optimisation step; returns (loss, {term: value})."""
-    with paddle.amp.auto_cast(enable=scaler is not None):
-        outputs = task.forward(net, batch)
-    loss, terms = task.loss(outputs, batch, options)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
-    optimizer.clear_grad()
-    return float(loss), {k: float(v) for k, v in terms.items()}
+    """One step: for each of the task's passes a forward, a loss and an optimiser step. Returns (sum of the
+    passes' losses, {prefixed term: value})."""
+    total, logged = 0.0, {}
+    for prefix, inputs in task.passes(batch, options):
+        with paddle.amp.auto_cast(enable=scaler is not None):
+            outputs = task.forward(net, inputs)
+        loss, terms = task.loss(outputs, inputs, options)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        optimizer.clear_grad()
+        total += float(loss)
+        logged.update({prefix + k: float(v) for k, v in terms.items()})
+        if prefix:
+            logged[prefix + 'total'] = float(loss)
+    return total, logged
 
 
 def train(model, data, run, options, task, build):
@@ -111,7 +138,7 @@ def train(model, data, run, options, task, build):
     if world > 1:
         paddle.distributed.init_parallel_env()
     gpu = model.device == 'gpu'
-    train_set, sampler, collate, valid, note = task.datasets(data, run, rank, world)
+    train_set, sampler, collate, valid, note = task.datasets(data, run, options, rank, world)
     checkpoints = Checkpoints(os.path.join(run.checkpoint_dir, run.name), run.keep_checkpoints)
     log = Logger(os.path.join(run.log_dir, run.name), rank == 0)
     if note:

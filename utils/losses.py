@@ -1,5 +1,5 @@
-"""Training losses of BGMv2 (spec/bgmv2.md 2.5) plus RVM's Laplacian-pyramid alpha loss, and IndexNet's
-weighted alpha + composition loss (spec/indexnet.md 2).
+"""Training losses of BGMv2 (spec/bgmv2.md 2.5) plus RVM's Laplacian-pyramid alpha loss, RVM's matting and
+segmentation losses (spec/rvm.md 2.3) and IndexNet's weighted alpha + composition loss (spec/indexnet.md 2).
 
 Official losses: L1 alpha, L1 of Sobel gradient magnitudes, L1 of the foreground where the true alpha is
 non-zero, MSE of the predicted error map; the refine stage adds the same terms at the coarse scale.
@@ -127,3 +127,28 @@ def indexnet_loss(pred, alpha, fg, bg, merged, mask, wl=0.5, eps=1e-6):
     composite = pred * fg + (1 - pred) * bg
     comp_term = (charbonnier((composite - merged) * mask) / area).mean()
     return wl * alpha_term + (1 - wl) * comp_term, alpha_term, comp_term
+
+
+def _coherence(pred, true):
+    """5 x MSE of the temporal differences (B, T, ...) : the official coherence term (MSE, not an L2 norm)."""
+    return 5 * F.mse_loss(pred[:, 1:] - pred[:, :-1], true[:, 1:] - true[:, :-1])
+
+
+def rvm_matting_loss(fgr, pha, true_fgr, true_pha):
+    """RVM's matting loss on (B, T, C, H, W) clips (T >= 2 for the coherence terms): L1 and 5-level Laplacian
+    alpha, alpha coherence, L1 and coherence of the foreground masked by true alpha > 0; unit weights
+    -> (total, {term: value})."""
+    mask = (true_pha > 0).astype(fgr.dtype)
+    fgr, true_fgr = fgr * mask, true_fgr * mask
+    terms = {'pha_l1': F.l1_loss(pha, true_pha),
+             'pha_laplacian': laplacian_loss(pha.flatten(0, 1), true_pha.flatten(0, 1)),   # frames
+             'pha_coherence': _coherence(pha, true_pha),
+             'fgr_l1': F.l1_loss(fgr, true_fgr),
+             'fgr_coherence': _coherence(fgr, true_fgr)}
+    return sum(terms.values()), terms
+
+
+def rvm_segmentation_loss(seg, true_seg):
+    """Binary cross-entropy of the segmentation logits -> (total, {'bce': value})."""
+    bce = F.binary_cross_entropy_with_logits(seg, true_seg)
+    return bce, {'bce': bce}
