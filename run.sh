@@ -76,6 +76,101 @@ if [ "$1" = indexnet ] || [ "$1" = demo-indexnet ]; then
     exit 0
 fi
 
+# Robust Video Matting in the four stages of its training documentation (spec/rvm.md 2.1), each stage starting
+# from the previous stage's final weights; VARIANT=unireplknet runs the LKM recipe (its epochs and lengths):
+#   sh run.sh rvm        1: VideoMatte240K SD, T 15, 20 epochs   2: SD, T 50, 2 epochs (LKM: T 20)
+#                        3: HD + the high-resolution pass (T 40 / 6, LKM 20 / 3), 1 epoch (LKM 2)
+#                        4: ImageMatte + high-resolution pass, 5 epochs; segmentation passes throughout
+#   sh run.sh demo-rvm   the four stages on generated clips, backgrounds and segmentation data, on a CPU in minutes
+#   VARIANT (mobilenetv3 | resnet50 | unireplknet)  RVM_SD (videomatte240k) RVM_HD (videomatte240k_hd)
+#   RVM_IMAGEMATTE (imagematte) RVM_BACKGROUNDS (backgrounds; LKM: bg20k) RVM_BACKGROUND_VIDEOS (background_videos)
+#   RVM_SEG_IMAGES (coco_panoptic,supervisely) RVM_SEG_CLIPS (youtubevis)  STAGE1_EPOCHS..STAGE4_EPOCHS
+#   STAGE1_STEPS..STAGE4_STEPS (none)  T_LR1..T_LR4 T_HR3 T_HR4  RVM_RESOLUTION (512) RVM_RESOLUTION_HR (2048)
+#   RVM_BATCH (1 per process)  NUM_WORKERS  RVM_ARGS (every stage)  STAGE1_ARGS..STAGE4_ARGS  PRETRAIN (stage 1 init)
+if [ "$1" = rvm ] || [ "$1" = demo-rvm ]; then
+    : "${VARIANT:=mobilenetv3}"
+    if [ "$1" = demo-rvm ]; then
+        : "${DEMO_DATA:=data/demo_rvm}"
+        if [ ! -d "$DEMO_DATA/videomatte/train" ]; then
+            $PYTHON tools/make_synthetic_data.py --out "$DEMO_DATA" --layout rvm --num-train 12 --num-valid 2 \
+                --frames 8 --size 160 --real-fg dataset/demo/train --real-bg dataset/demo/backgrounds/train
+        fi
+        : "${RUN:=demo}" "${RVM_SD:=demo_rvm_videomatte}" "${RVM_HD:=demo_rvm_videomatte}" "${RVM_IMAGEMATTE:=demo}"
+        : "${RVM_BACKGROUNDS:=demo_backgrounds}" "${RVM_BACKGROUND_VIDEOS:=demo_rvm_background_videos}"
+        : "${RVM_SEG_IMAGES:=demo_rvm_supervisely}" "${RVM_SEG_CLIPS:=demo_rvm_youtubevis}"
+        : "${STAGE1_STEPS:=60}" "${STAGE2_STEPS:=10}" "${STAGE3_STEPS:=6}" "${STAGE4_STEPS:=6}"
+        : "${STAGE1_EPOCHS:=1000}" "${STAGE2_EPOCHS:=1000}" "${STAGE3_EPOCHS:=1000}" "${STAGE4_EPOCHS:=1000}"
+        : "${T_LR1:=4}" "${T_LR2:=6}" "${T_LR3:=4}" "${T_LR4:=4}" "${T_HR3:=2}" "${T_HR4:=2}"
+        : "${RVM_RESOLUTION:=96}" "${RVM_RESOLUTION_HR:=192}" "${NUM_WORKERS:=2}"
+        DEMO_ARGS="--valid-samples 3 --log-interval 1 --image-interval 20 --valid-interval 30 --checkpoint-interval 20"
+    fi
+    if [ "$VARIANT" = unireplknet ]; then
+        : "${RUN:=lkm}" "${RVM_BACKGROUNDS:=bg20k}" "${STAGE1_EPOCHS:=15}" "${STAGE3_EPOCHS:=2}"
+        : "${T_LR2:=20}" "${T_LR3:=20}" "${T_LR4:=20}" "${T_HR3:=3}" "${T_HR4:=3}"
+    fi
+    : "${RUN:=rvm}" "${RVM_SD:=videomatte240k}" "${RVM_HD:=videomatte240k_hd}" "${RVM_IMAGEMATTE:=imagematte}"
+    : "${RVM_BACKGROUNDS:=backgrounds}" "${RVM_BACKGROUND_VIDEOS:=background_videos}"
+    : "${RVM_SEG_IMAGES:=coco_panoptic,supervisely}" "${RVM_SEG_CLIPS:=youtubevis}"
+    : "${STAGE1_EPOCHS:=20}" "${STAGE2_EPOCHS:=2}" "${STAGE3_EPOCHS:=1}" "${STAGE4_EPOCHS:=5}"
+    : "${T_LR1:=15}" "${T_LR2:=50}" "${T_LR3:=40}" "${T_LR4:=40}" "${T_HR3:=6}" "${T_HR4:=6}"
+    : "${CHECKPOINT_DIR:=checkpoint}" "${LOG_DIR:=log}" "${LAUNCH:=$PYTHON}"
+    PREV=$PRETRAIN
+    STAGES=""
+    # rvm_stage N DATASET LAYOUT EPOCHS STEPS T_LR LR_BACKBONE LR_ASPP LR_DECODER LR_REFINER [HIGH-RES ARGS]
+    rvm_stage() {
+        name=${RUN}_stage$1
+        final=$CHECKPOINT_DIR/$name/final.pdparams
+        common="--model-type rvm --model-backbone $VARIANT --dataset-name $2 --matting-layout $3"
+        common="$common --background-name $RVM_BACKGROUNDS --background-video-name $RVM_BACKGROUND_VIDEOS"
+        common="$common --seg-image-names $RVM_SEG_IMAGES --seg-clip-name $RVM_SEG_CLIPS --seq-length-lr $6 ${11}"
+        [ -n "$RVM_RESOLUTION" ] && common="$common --resolution $RVM_RESOLUTION"
+        [ -n "$RVM_RESOLUTION_HR" ] && common="$common --resolution-hr $RVM_RESOLUTION_HR"
+        rates="--lr-backbone $7 --lr-aspp $8 --lr-decoder $9 --lr-refiner ${10}"
+        sizes=""
+        [ -n "$5" ] && sizes="--max-steps $5"
+        [ -n "$RVM_BATCH" ] && sizes="$sizes --batch-size $RVM_BATCH"
+        [ -n "$NUM_WORKERS" ] && sizes="$sizes --num-workers $NUM_WORKERS"
+        extra=$(eval echo "\$STAGE$1_ARGS")
+        if [ -f "$final" ]; then
+            echo "== $name: done already ($final; delete it to train again)"
+        elif [ "$4" = 0 ] || [ "$5" = 0 ]; then
+            echo "== $name: skipped, 0 epochs or steps"
+            return 0
+        elif reason=$($PYTHON train.py $common --check-data 2>&1 | tail -n 1) &&
+                [ "${reason#*training clips}" = "$reason" ]; then
+            echo "== $name: skipped, its data are absent: $reason"
+            return 0
+        else
+            echo "== $name: RVM $VARIANT stage $1 on $2 from ${PREV:-scratch} ($reason)"
+            init=""
+            [ -n "$PREV" ] && init="--checkpoint $PREV"
+            # shellcheck disable=SC2086
+            $LAUNCH train.py $common $rates --name "$name" --epochs "$4" $sizes --checkpoint-dir "$CHECKPOINT_DIR" \
+                --log-dir "$LOG_DIR" --resume $init $DEMO_ARGS $RVM_ARGS $extra
+        fi
+        PREV=$final
+        STAGES="$STAGES $name"
+    }
+    rvm_stage 1 "$RVM_SD" videomatte "$STAGE1_EPOCHS" "$STAGE1_STEPS" "$T_LR1" 1e-4 2e-4 2e-4 0
+    rvm_stage 2 "$RVM_SD" videomatte "$STAGE2_EPOCHS" "$STAGE2_STEPS" "$T_LR2" 5e-5 1e-4 1e-4 0
+    rvm_stage 3 "$RVM_HD" videomatte "$STAGE3_EPOCHS" "$STAGE3_STEPS" "$T_LR3" 1e-5 1e-5 1e-5 2e-4 \
+        "--train-hr --seq-length-hr $T_HR3"
+    rvm_stage 4 "$RVM_IMAGEMATTE" imagematte "$STAGE4_EPOCHS" "$STAGE4_STEPS" "$T_LR4" 1e-5 1e-5 5e-5 2e-4 \
+        "--train-hr --seq-length-hr $T_HR4"
+    table=$LOG_DIR/${RUN}_validation.csv
+    echo "stage,step,epoch,total,pha_l1,pha_laplacian,pha_coherence,fgr_l1,fgr_coherence" > "$table"
+    for name in $STAGES; do
+        [ -f "$LOG_DIR/$name/valid.csv" ] && echo "$name,$(tail -n 1 "$LOG_DIR/$name/valid.csv")" >> "$table"
+    done
+    first=${STAGES# }
+    first=${first%% *}
+    [ -n "$first" ] && $PYTHON tools/loss_trend.py "$LOG_DIR/$first/train.log" lr_total
+    echo "== validation (matting loss on whole validation clips at ratio 1; $table):"
+    column -s, -t < "$table" 2>/dev/null || cat "$table"
+    echo "== weights: ${PREV:-none}; curves: visualdl --logdir $LOG_DIR --language en"
+    exit 0
+fi
+
 if [ "$1" = demo ]; then
     # small crops, a few steps per stage, mobilenetv2; data: synthetic clips in the VideoMatte240K layout
     # (real alphamatting foregrounds + generated hair-like ones) and the shipped real demo set for finetuning
@@ -106,7 +201,7 @@ elif [ "$1" = demo-model ]; then
     : "${NUM_WORKERS:=1}" "${EXPORT:=model/weights/bgmv2_mobilenetv2_demo.pdparams}"
     DEMO_ARGS="--valid-samples 15 --log-interval 10 --image-interval 100 --valid-interval 300 --checkpoint-interval 100"
 elif [ -n "$1" ]; then
-    echo "usage: sh run.sh [demo | demo-model | indexnet | demo-indexnet]" >&2
+    echo "usage: sh run.sh [demo | demo-model | indexnet | demo-indexnet | rvm | demo-rvm]" >&2
     exit 2
 fi
 

@@ -27,6 +27,7 @@ class Task:
     them)."""
     options = None
     defaults = {}
+    unused_parameters = False       # True when a pass leaves parameters without gradients (DataParallel must know)
 
     def check(self, data, run):
         """ValueError for options that cannot train."""
@@ -156,7 +157,7 @@ def train(model, data, run, options, task, build):
     single_sample = run.batch_size == 1 and not sync_bn
     optimizer = task.optimizer(network, options)
     scaler = paddle.amp.GradScaler(init_loss_scaling=1024) if gpu and not run.no_amp else None
-    net = paddle.DataParallel(network) if world > 1 else network
+    net = paddle.DataParallel(network, find_unused_parameters=task.unused_parameters) if world > 1 else network
 
     state = {'step': 0, 'epoch': 0, 'batch': 0, 'seconds': 0.0}
     if resume:

@@ -187,6 +187,7 @@ def names(spec):
 class RVMTraining(Task):
     options = RVMTrainOptions
     defaults = DEFAULTS
+    unused_parameters = True        # the projection a pass does not use, the refiner at ratio 1
 
     def check(self, data, run):
         if data.resolution < 32:
