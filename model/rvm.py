@@ -1,7 +1,9 @@
 """Robust Video Matting (Lin et al., WACV 2022): MattingNetwork.
 
 The same network as the official PyTorch model (PeterL1n/RobustVideoMatting), layer for layer and name for
-name, so `rvm_mobilenetv3.pth` / `rvm_resnet50.pth` convert by renaming BatchNorm statistics only.
+name, so `rvm_mobilenetv3.pth` / `rvm_resnet50.pth` convert by renaming BatchNorm statistics only. The
+'unireplknet' variant is LKM (lvhonglong/LKM): a UniRepLKNet-A backbone, a Haar-wavelet image skip and a
+large-kernel decode1, in its training form or its folded deploy form (`deploy=True`, `rep_model.pth`).
 Every layer except the ConvGRUs sees frames: a (B, T, C, H, W) chunk is folded to (B*T, C, H, W) around it.
 """
 import collections
@@ -12,9 +14,10 @@ import paddle.nn.functional as F
 
 from .backbones.mobilenetv3 import MobileNetV3LargeEncoder
 from .backbones.resnet import ResNetEncoder, batch_norm
+from .backbones.unireplknet import DilatedReparamBlockk, UniRepLKNetEncoder
 from .static_ops import Sigmoid, Tanh, downsample, resize
 
-VARIANTS = ('mobilenetv3', 'resnet50')
+VARIANTS = ('mobilenetv3', 'resnet50', 'unireplknet')
 REFINERS = ('deep_guided_filter', 'fast_guided_filter')
 
 # the official list orders, with names (a static graph returns the plain tuple in the same order)
@@ -115,18 +118,37 @@ def conv_bn_relu(in_channels, out_channels):
 
 
 class UpsamplingBlock(nn.Layer):
-    """Upsample, concat the encoder skip and the image at that scale, conv, half-recurrent GRU."""
+    """Upsample, concat the encoder skip and the image at that scale (LKM's decode3/decode2: no image,
+    src_channels 0), conv, half-recurrent GRU. forward(x, f, [s,] r); the upsampled x is cropped to the last."""
 
     def __init__(self, in_channels, skip_channels, src_channels, out_channels):
         super().__init__()
-        self.conv = nn.Sequential(*conv_bn_relu(in_channels + skip_channels + src_channels, out_channels))
+        self.conv = nn.Sequential(*self.layers(in_channels + skip_channels + src_channels, out_channels))
         self.gru = ConvGRU(out_channels // 2)
 
-    def fuse(self, x, f, s):
-        return self.conv(paddle.concat([upsample2_crop(x, s), f, s], axis=1))
+    def layers(self, in_channels, out_channels):
+        return conv_bn_relu(in_channels, out_channels)
 
-    def forward(self, x, f, s, r):
-        return recur_second_half(self.gru, fold(self.fuse, x, f, s), r)
+    def fuse(self, x, *skips):
+        return self.conv(paddle.concat([upsample2_crop(x, skips[-1]), *skips], axis=1))
+
+    def forward(self, x, *skips_and_state):
+        *skips, r = skips_and_state
+        return recur_second_half(self.gru, fold(self.fuse, x, *skips), r)
+
+
+class UpsamplingBlock_lk(UpsamplingBlock):  # noqa: N801 (the official name)
+    """LKM's decode1: the 3x3 conv is a DilatedReparamBlockk (dense 9x9 + dilated branches), then BN, ReLU."""
+
+    def __init__(self, in_channels, skip_channels, src_channels, out_channels, deploy=False):
+        self.deploy = deploy
+        super().__init__(in_channels, skip_channels, src_channels, out_channels)
+
+    def layers(self, in_channels, out_channels):
+        return [DilatedReparamBlockk(in_channels, out_channels, 9, self.deploy), batch_norm(out_channels), nn.ReLU()]
+
+    def reparameterize(self):
+        self.conv[0].merge_dilated_branches()
 
 
 class OutputBlock(nn.Layer):
@@ -164,6 +186,65 @@ class RecurrentDecoder(nn.Layer):
         x3, r3 = self.decode3(x4, f3, s3, r3)
         x2, r2 = self.decode2(x3, f2, s2, r2)
         x1, r1 = self.decode1(x2, f1, s1, r1)
+        return self.decode0(x1, s0), r1, r2, r3, r4
+
+
+class HaarDWT(nn.Layer):
+    """One level of the 2-D Haar wavelet transform, pytorch_wavelets' DWTForward(J=1, wave='haar', mode='zero'):
+    B x C x H x W -> B x 4C x ceil(H/2) x ceil(W/2) = [LL, band0, band1, band2] (C channels each). Per 2x2 block
+    [a b; c d]: (a+b+c+d)/2, (a+b-c-d)/2, (a-b+c-d)/2, (a-b-c+d)/2; odd sizes get a zero row / column at the
+    bottom / right. One stride-2 2x2 conv whose kernels are outer products of the official filter buffers
+    (kept: they are in every checkpoint), static-shape friendly (no size-dependent padding)."""
+
+    def __init__(self):
+        super().__init__()
+        lo, hi = [2 ** -0.5, 2 ** -0.5], [2 ** -0.5, -2 ** -0.5]
+        for name, taps, shape in (('h0_col', lo, [1, 1, 2, 1]), ('h1_col', hi, [1, 1, 2, 1]),
+                                  ('h0_row', lo, [1, 1, 1, 2]), ('h1_row', hi, [1, 1, 1, 2])):
+            self.register_buffer(name, paddle.to_tensor(taps, 'float32').reshape(shape))
+
+    def forward(self, x):
+        channels = x.shape[1]
+        bands = [(self.h0_col, self.h0_row), (self.h1_col, self.h0_row), (self.h0_col, self.h1_row),
+                 (self.h1_col, self.h1_row)]
+        kernels = paddle.concat([col.reshape([2, 1]) * row.reshape([1, 2]) for col, row in bands])   # 8 x 2
+        eye = paddle.eye(channels, dtype=x.dtype).reshape([1, channels, channels, 1, 1])
+        weight = (kernels.reshape([4, 1, 1, 2, 2]) * eye).reshape([4 * channels, channels, 2, 2])
+        return F.conv2d(x, weight, stride=2, padding=[0, 1, 0, 1])
+
+
+class Down_wt(nn.Layer):  # noqa: N801 (the official name)
+    """LKM's image skip s1 at 1/2: Haar DWT (12 channels) -> 1x1 conv (+bias) -> BN -> ReLU, 3 channels."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.wt = HaarDWT()
+        self.conv_bn_relu = nn.Sequential(nn.Conv2D(in_channels * 4, out_channels, 1), batch_norm(out_channels),
+                                          nn.ReLU())
+
+    def forward(self, x):
+        return fold(lambda s: self.conv_bn_relu(self.wt(s)), x)
+
+
+class LargeKernelDecoder(nn.Layer):
+    """LKM's RecurrentDecoder: s1 from Down_wt instead of the pooled pyramid, no image skips in decode3 and
+    decode2, decode1 a large-kernel block fed with (x2, f1, s1)."""
+
+    def __init__(self, feature_channels, decoder_channels, deploy=False):
+        super().__init__()
+        self.down = Down_wt(3, 3)
+        self.decode4 = BottleneckBlock(feature_channels[3])
+        self.decode3 = UpsamplingBlock(feature_channels[3], feature_channels[2], 0, decoder_channels[0])
+        self.decode2 = UpsamplingBlock(decoder_channels[0], feature_channels[1], 0, decoder_channels[1])
+        self.decode1 = UpsamplingBlock_lk(decoder_channels[1], feature_channels[0], 3, decoder_channels[2], deploy)
+        self.decode0 = OutputBlock(decoder_channels[2], 3, decoder_channels[3])
+
+    def forward(self, s0, f1, f2, f3, f4, r1, r2, r3, r4):
+        s1 = self.down(s0)                          # .. x 3 x ceil(h/2) x ceil(w/2)
+        x4, r4 = self.decode4(f4, r4)               # 128 @ 1/16
+        x3, r3 = self.decode3(x4, f3, r3)           # 80 @ 1/8
+        x2, r2 = self.decode2(x3, f2, r2)           # 40 @ 1/4
+        x1, r1 = self.decode1(x2, f1, s1, r1)       # 32 @ 1/2
         return self.decode0(x1, s0), r1, r2, r3, r4
 
 
@@ -252,16 +333,22 @@ class MattingNetwork(nn.Layer):
     src is RGB in [0, 1], (B, C, H, W) or (B, T, C, H, W); states are 4-D (the state after the last frame),
     None meaning zeros. fgr and pha are clamped to [0, 1]; seg is a logit at the downsampled resolution."""
 
-    def __init__(self, variant='mobilenetv3', refiner='deep_guided_filter'):
+    def __init__(self, variant='mobilenetv3', refiner='deep_guided_filter', deploy=False):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown RVM variant {variant!r}; expected one of {', '.join(VARIANTS)}")
         if refiner not in REFINERS:
             raise ValueError(f"unknown RVM refiner {refiner!r}; expected one of {', '.join(REFINERS)}")
+        if deploy and variant != 'unireplknet':
+            raise ValueError(f"deploy=True is the folded form of the unireplknet variant; {variant} has none")
         if variant == 'mobilenetv3':
             self.backbone = MobileNetV3LargeEncoder()
             self.aspp = LRASPP(960, 128)
             self.decoder = RecurrentDecoder([16, 24, 40, 128], [80, 40, 32, 16])
+        elif variant == 'unireplknet':
+            self.backbone = UniRepLKNetEncoder(deploy)
+            self.aspp = LRASPP(320, 128)
+            self.decoder = LargeKernelDecoder([40, 80, 160, 128], [80, 40, 32, 16], deploy)
         else:
             self.backbone = ResNet50Encoder()
             self.aspp = LRASPP(2048, 256)
@@ -269,6 +356,15 @@ class MattingNetwork(nn.Layer):
         self.project_mat = Projection(16, 4)
         self.project_seg = Projection(16, 1)
         self.refiner = DeepGuidedFilterRefiner() if refiner == 'deep_guided_filter' else FastGuidedFilterRefiner()
+
+    def reparameterize(self):
+        """unireplknet: fold the training form into the deploy form in place (the official rep_param.py loop);
+        afterwards the network equals MattingNetwork('unireplknet', refiner, deploy=True) with these weights
+        (same state_dict names, shapes and order). Idempotent; nothing to do for the other variants."""
+        for layer in self.sublayers():
+            if hasattr(layer, 'reparameterize'):
+                layer.reparameterize()
+        return self
 
     def forward(self, src, r1=None, r2=None, r3=None, r4=None, downsample_ratio=1, segmentation_pass=False):
         if not 0 < downsample_ratio <= 1:

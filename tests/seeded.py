@@ -2,7 +2,9 @@
 
 Entry i of a key list (num_batches_tracked left out) is drawn from numpy.random.default_rng(1000 + i):
 conv/linear weights N(0,1)*sqrt(2/fan_in), biases N(0,1)*0.01, BN weight U(0.5,1.5), BN bias N(0,1)*0.1,
-running mean N(0,1)*0.1, running var U(0.5,1.5); drawn in float64, stored as float32.
+running mean N(0,1)*0.1, running var U(0.5,1.5); drawn in float64, stored as float32. LKM's kinds: LayerNorm
+weight U(0.5,1.5), bias N(0,1)*0.1; GRN gamma ("scale") U(0.5,1.5), beta N(0,1)*0.1; layer scale U(0.05,0.15);
+the Haar filter buffers of its DWT, fixed (1, 1)/sqrt(2) and (1, -1)/sqrt(2).
 """
 import json
 import math
@@ -20,6 +22,14 @@ def _draw(kind, shape, rng):
         return rng.uniform(0.5, 1.5, size=shape)
     if kind in ('bn_bias', 'bn_running_mean'):
         return rng.standard_normal(size=shape) * 0.1
+    if kind in ('ln_weight', 'scale'):
+        return rng.uniform(0.5, 1.5, size=shape)
+    if kind in ('ln_bias', 'grn_beta'):
+        return rng.standard_normal(size=shape) * 0.1
+    if kind == 'layer_scale':
+        return rng.uniform(0.05, 0.15, size=shape)
+    if kind in ('dwt_haar_lo', 'dwt_haar_hi'):
+        return np.array([1, 1 if kind == 'dwt_haar_lo' else -1], np.float64).reshape(shape) / math.sqrt(2)
     raise ValueError(f"unknown kind {kind!r}")
 
 
