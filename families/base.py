@@ -26,6 +26,7 @@ class Family:
     export_defaults = {}        # options whose default differs in an export (a fixed graph needs a value)
     onnx_unavailable = None     # why tools/export.py --onnx cannot convert this family yet, if it cannot
     signatures = ()             # (model_type, backbone, key prefixes that must all occur, options) per layout
+    strict_loading = {}         # backbone -> prefixes of the only checkpoint entries its network may skip
 
     def build(self, model):
         """ModelConfig -> the untrained network."""

@@ -15,6 +15,8 @@ from utils.options import option, ratio
 
 from .base import Family, Unavailable, describe
 
+LKM_TRAINING = 'backbone.unirep.stages.0.0.gamma'          # keys only the training / deploy form of LKM has
+LKM_DEPLOY = 'backbone.unirep.stages.0.0.pwconv2.0.bias'
 AUTO_FRAMES = 8          # --backend auto exports a graph (5-10 s per frame size) above this many frames on CPU
 
 
@@ -32,6 +34,10 @@ class RVMOptions:
                                           'uses 0.25 at 1920x1080)',
                                      default_help='none: min(512 / max(H, W), 1) per clip, the official automatic '
                                                   'rule; tools/export.py, whose graph needs a fixed value, has its own')
+    deploy: bool = option(False, '--model-deploy', action='store_true',
+                          help='unireplknet (LKM): the re-parameterised deploy form (branches, BatchNorms and layer '
+                               'scales folded into the convolutions; the official rep_model.pth) instead of the '
+                               'training form (model.pth)')
 
 
 class RVMRunner:
@@ -118,10 +124,21 @@ class RVM(Family):
         ('rvm', 'resnet50', ('decoder.decode4.', 'backbone.layer4.', 'refiner.box_filter.'),
          {'refiner': 'deep_guided_filter'}),
         ('rvm', 'resnet50', ('decoder.decode4.', 'backbone.layer4.'), {'refiner': 'fast_guided_filter'}),
+        # LKM: the training form has layer scales (gamma), the deploy form folds them into pwconv2's bias
+        ('rvm', 'unireplknet', (LKM_TRAINING, 'decoder.down.', 'refiner.box_filter.'),
+         {'refiner': 'deep_guided_filter', 'deploy': False}),
+        ('rvm', 'unireplknet', (LKM_TRAINING, 'decoder.down.'), {'refiner': 'fast_guided_filter', 'deploy': False}),
+        ('rvm', 'unireplknet', (LKM_DEPLOY, 'decoder.down.', 'refiner.box_filter.'),
+         {'refiner': 'deep_guided_filter', 'deploy': True}),
+        ('rvm', 'unireplknet', (LKM_DEPLOY, 'decoder.down.'), {'refiner': 'fast_guided_filter', 'deploy': True}),
     )
+    strict_loading = {'unireplknet': ('refiner.',)}    # LKM's training and deploy forms must never mix
 
     def build(self, model):
-        return MattingNetwork(model.backbone, model.options.refiner)
+        if model.options.deploy and model.backbone != 'unireplknet':
+            raise ValueError(f"--model-deploy is for --model-backbone unireplknet (LKM); {model.backbone} has no "
+                             f"deploy form")
+        return MattingNetwork(model.backbone, model.options.refiner, deploy=model.options.deploy)
 
     def outputs(self, model_type):
         return MattingOutput

@@ -1,4 +1,4 @@
-"""Convert an official PyTorch checkpoint of any family (BGMv2 MattingBase/MattingRefine, RVM) to Paddle .pdparams.
+"""Convert an official PyTorch checkpoint of any family (BGMv2 MattingBase/MattingRefine, RVM, LKM) to Paddle .pdparams.
 
 No torch needed: the .pth is read by utils/torch_format.py, which refuses anything but tensors and plain
 containers, so an untrusted file cannot run code. Every name and shape is checked against the Paddle
@@ -59,7 +59,7 @@ def convert(src, dst, model_type=None, backbone=None):
         raise ValueError(f"{src}: does not fit {model.model_type}/{model.backbone}\n" +
                          describe_mismatch(missing, unexpected, mismatched, limit=50))
     own = network.state_dict()
-    out = {k: sd[k].astype(str(own[k].dtype).split('.')[-1], copy=False) for k in own}   # the model's order
+    out = {k: loadable[k].astype(str(own[k].dtype).split('.')[-1], copy=False) for k in own}   # the model's order
     save_atomic(out, dst)
     return model, out
 

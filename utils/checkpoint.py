@@ -15,6 +15,7 @@ import zipfile
 
 import numpy as np
 import paddle
+import paddle.nn as nn
 
 from .io import atomic_path
 from .torch_format import RestrictedUnpickler, is_torch_checkpoint, load_torch
@@ -73,10 +74,16 @@ def _unwrap(obj, path):
     return obj
 
 
+class TorchStateDict(dict):
+    """{name: array} read from a torch file, in Paddle naming but still torch's layout: Linear weights are
+    (out, in) until match_state_dict meets the model and transposes its nn.Linear weights to Paddle's (in, out)."""
+
+
 def convert_torch_state_dict(sd, path='state_dict'):
     """A torch state_dict (possibly wrapped) -> Paddle names: BN running_mean/var -> _mean/_variance,
-    num_batches_tracked dropped. Conv weights have the same layout in both frameworks."""
-    out = {}
+    num_batches_tracked dropped. Conv and norm weights have the same layout in both frameworks; Linear weights
+    do not (see TorchStateDict)."""
+    out = TorchStateDict()
     for key, value in _unwrap(sd, path).items():
         head, _, last = key.rpartition('.')
         if last == 'num_batches_tracked':
@@ -126,8 +133,24 @@ def _numpy_dtype(tensor):
     return str(tensor.dtype).split('.')[-1]     # paddle.float32 -> float32 (2.6 and 3.x)
 
 
+def linear_weights(model):
+    """Names of the weights of the model's nn.Linear layers."""
+    return {f'{name}.weight' for name, layer in model.named_sublayers() if isinstance(layer, nn.Linear)}
+
+
+def to_paddle_layout(model, sd):
+    """A TorchStateDict's weights of the model's nn.Linear layers transposed from torch's (out, in) to Paddle's
+    (in, out); the one place where a torch layout differs (shapes are checked by match_state_dict after)."""
+    if not isinstance(sd, TorchStateDict):
+        return sd
+    linear = linear_weights(model)
+    return {k: np.ascontiguousarray(v.T) if k in linear and v.ndim == 2 else v for k, v in sd.items()}
+
+
 def match_state_dict(model, sd):
-    """Compare a checkpoint with a model: (loadable {name: array}, missing, unexpected, mismatched)."""
+    """Compare a checkpoint with a model: (loadable {name: array} in the model's layout, missing, unexpected,
+    mismatched)."""
+    sd = to_paddle_layout(model, sd)
     own = model.state_dict()
     loadable = {k: v for k, v in sd.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     missing = [k for k in own if k not in sd]
