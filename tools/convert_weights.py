@@ -35,8 +35,8 @@ def parser():
 
 
 def convert(src, dst, model_type=None, backbone=None):
-    """Read, check against the Paddle network, write. Returns (ModelConfig, {name: array written}); raises
-    ValueError (with the key lists) when the checkpoint does not fit."""
+    """Read, check against the Paddle network, write. Returns (ModelConfig, {name: array written}, the network);
+    raises ValueError (with the key lists) when the checkpoint does not fit."""
     if os.path.isdir(dst):
         raise ValueError(f"{dst}: is a folder; give the .pdparams file to write")
     sd = load_state_dict(src)
@@ -61,19 +61,20 @@ def convert(src, dst, model_type=None, backbone=None):
     own = network.state_dict()
     out = {k: loadable[k].astype(str(own[k].dtype).split('.')[-1], copy=False) for k in own}   # the model's order
     save_atomic(out, dst)
-    return model, out
+    return model, out, network
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
     try:
-        model, weights = convert(args.src, args.dst, args.model_type, args.model_backbone)
+        model, weights, network = convert(args.src, args.dst, args.model_type, args.model_backbone)
     except ValueError as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
     stats = sum(v.size for k, v in weights.items() if k.endswith(('._mean', '._variance')))
-    params = sum(v.size for v in weights.values()) - stats
-    print(f'model: {model.model_type} / {model.backbone}')
+    params = sum(int(p.size) for p in network.parameters() if not p.stop_gradient)     # not buffers (LKM's DWT)
+    form = ', deploy form' if getattr(model.options, 'deploy', False) else ''
+    print(f'model: {model.model_type} / {model.backbone}{form}')
     print(f'parameters: {params:,} (+ {stats:,} BatchNorm statistics) in {len(weights)} tensors')
     print(f'wrote {args.dst}')
     return 0
