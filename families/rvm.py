@@ -188,3 +188,7 @@ class RVM(Family):
         meta = {'model_type': 'rvm', 'backbone': model.backbone, 'refiner': model.options.refiner,
                 'downsample_ratio': ratio}
         return MattingNetworkStep(network, ratio), None, meta
+
+    def trainer(self, model_type):
+        from training.rvm import RVMTraining
+        return RVMTraining()

@@ -122,7 +122,7 @@ def train_step(task, net, optimizer, scaler, batch, options):
         else:
             loss.backward()
             optimizer.step()
-        optimizer.clear_grad()
+        optimizer.clear_grad(set_to_zero=False)   # None, not zeros: Adam must skip what the next pass leaves unused
         total += float(loss)
         logged.update({prefix + k: float(v) for k, v in terms.items()})
         if prefix:
