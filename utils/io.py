@@ -171,6 +171,96 @@ def write_image(path, image, quality=95):
         data.tofile(tmp)
 
 
+def pascal_palette(n=256):
+    """The PASCAL VOC colour map that DAVIS and YouTube-VOS label PNGs carry: (n, 3) uint8, index 0 black,
+    1 (128, 0, 0), 2 (0, 128, 0), 3 (128, 128, 0), 4 (0, 0, 128), ...: bit 3j + c of the index (c = 0 red,
+    1 green, 2 blue) is bit 7 - j of that channel."""
+    index = np.arange(n)
+    palette = np.zeros((n, 3), np.int64)
+    for j in range(8):
+        for c in range(3):
+            palette[:, c] |= ((index >> (3 * j + c)) & 1) << (7 - j)
+    return palette.astype(np.uint8)
+
+
+DAVIS_PALETTE = pascal_palette()
+
+
+def read_labels(path, palette=DAVIS_PALETTE):
+    """H x W uint8 label indices of a label PNG (DAVIS/YouTube-VOS annotations and results, 0 = background).
+
+    An indexed (palette) file gives its indices whatever colours its palette holds; a grayscale file its gray
+    values (a DAVIS 2016 0/255 mask stays 0/255: callers that want binary masks test > 0); a 1-bit file 0/1;
+    16-bit gray its values if all are <= 255. An RGB(A) file (alpha ignored) is mapped through `palette` (n x 3,
+    default DAVIS_PALETTE) when every colour is one of it (each gives its index there); else, if every pixel is
+    gray (R = G = B), it reads as grayscale (a 0/255 mask saved as RGB); any other colour is an ImageReadError
+    naming the file. (So an RGB 0/128 mask gives 0/7: palette gray 7 is (128, 128, 128).)"""
+    from PIL import Image
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except OSError as e:                     # missing, unreadable or not an image
+        raise ImageReadError(f"{path}: not a readable label image ({getattr(e, 'strerror', None) or e})") from None
+    mode = image.mode
+    if mode in ('RGBA', 'RGBX', 'CMYK', 'YCbCr', 'LAB', 'HSV'):
+        image = image.convert('RGB')
+    elif mode == 'LA':
+        image = image.getchannel('L')
+    elif mode == 'PA':
+        image = image.getchannel('P')
+    labels = np.asarray(image)
+    if labels.ndim == 3:
+        mapped = _colours_to_labels(labels, palette)
+        if mapped is not None:
+            return mapped
+        if not (labels == labels[..., :1]).all():
+            c = labels[(labels != labels[..., :1]).any(axis=2)][0]
+            raise ImageReadError(f"{path}: colour RGB ({c[0]}, {c[1]}, {c[2]}) is not in the label palette; save "
+                                 f"labels as an indexed PNG")
+        labels = labels[..., 0]
+    if labels.dtype == bool:
+        return labels.astype(np.uint8)
+    if labels.dtype != np.uint8:
+        if labels.min() < 0 or labels.max() > 255:
+            raise ImageReadError(f"{path}: label values {labels.min()}..{labels.max()} do not fit 0..255")
+        labels = labels.astype(np.uint8)
+    return np.ascontiguousarray(labels)
+
+
+def _colour_code(c):
+    """... x 3 uint8 colours -> one int64 each (r << 16 | g << 8 | b)."""
+    c = c.astype(np.int64)
+    return (c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]
+
+
+def _colours_to_labels(rgb, palette):
+    """H x W x 3 uint8 colours -> their indices in `palette` (the first index of a repeated colour), None if a
+    colour is not in it."""
+    colours, inverse = np.unique(_colour_code(rgb).ravel(), return_inverse=True)
+    table = {}
+    for i, c in enumerate(_colour_code(np.asarray(palette, np.uint8).reshape(-1, 3)).tolist()):
+        table.setdefault(c, i)
+    if any(c not in table for c in colours.tolist()):
+        return None
+    return np.array([table[c] for c in colours.tolist()], np.uint8)[inverse].reshape(rgb.shape[:2])
+
+
+def write_labels(path, labels, palette=DAVIS_PALETTE):
+    """Write H x W integer labels 0..255 atomically as an indexed PNG with `palette` (n x 3 uint8 or a flat
+    RGB list, default DAVIS_PALETTE): the format of DAVIS annotations and of results the DAVIS toolkit reads."""
+    from PIL import Image
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.size == 0:
+        raise ValueError(f"{path}: labels must be an H x W array, got shape {labels.shape}")
+    if labels.dtype.kind not in 'biu' or (labels.size and (labels.min() < 0 or labels.max() > 255)):
+        raise ValueError(f"{path}: labels must be integers 0..255, got dtype {labels.dtype} "
+                         f"(range {labels.min()}..{labels.max()})")
+    image = Image.fromarray(np.ascontiguousarray(labels, np.uint8))
+    image.putpalette(np.asarray(palette, np.uint8).ravel().tolist())      # L + palette = P, indices kept
+    with atomic_path(path) as tmp:
+        image.save(tmp, format='PNG')
+
+
 def resize_cover(image, h, w):
     """Resize to cover h x w and centre-crop (keeps the aspect ratio)."""
     ih, iw = image.shape[:2]
