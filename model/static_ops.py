@@ -11,7 +11,7 @@ PIR graphs, oneDNN) and in ONNX Runtime, where the plain formulation fails in on
   writes the wrong elements in Paddle 3.3 dygraph, and unfold/copies of whole maps are slow;
 - zero padding is concatenated: paddle2onnx 2.1 writes an uninitialised fill value into the ONNX Pad it makes
   of F.pad (a random number where zeros belong, different in every export);
-- sigmoid and tanh append their op directly when tracing a legacy (.pdmodel) graph: Paddle 3.3's functions
+- sigmoid, tanh, sqrt and gelu append their op directly when tracing a legacy (.pdmodel) graph: Paddle 3.3's functions
   accept only PIR values there (TypeError "must be Value, but got Variable"), and the legacy graph is the one
   oneDNN runs.
 """
@@ -26,7 +26,8 @@ from paddle.framework import in_dynamic_or_pir_mode
 def elementwise(op, x):
     """paddle.<op>(x) for an elementwise activation, also inside a legacy static graph (see above)."""
     if in_dynamic_or_pir_mode():
-        return {'sigmoid': F.sigmoid, 'tanh': paddle.tanh}[op](x)         # Paddle 2.6 has no paddle.sigmoid
+        return {'sigmoid': F.sigmoid, 'tanh': paddle.tanh, 'sqrt': paddle.sqrt,       # 2.6: no paddle.sigmoid
+                'gelu': F.gelu}[op](x)
     helper = paddle.base.layer_helper.LayerHelper(op)
     out = helper.create_variable_for_type_inference(x.dtype)
     helper.append_op(type=op, inputs={'X': x}, outputs={'Out': out})
@@ -41,6 +42,15 @@ def tanh(x):
     return elementwise('tanh', x)
 
 
+def sqrt(x):
+    return elementwise('sqrt', x)
+
+
+def gelu(x):
+    """The exact (erf) GELU, as nn.GELU() and torch's default."""
+    return elementwise('gelu', x)
+
+
 class Sigmoid(nn.Layer):
     def forward(self, x):
         return sigmoid(x)
@@ -49,6 +59,11 @@ class Sigmoid(nn.Layer):
 class Tanh(nn.Layer):
     def forward(self, x):
         return tanh(x)
+
+
+class GELU(nn.Layer):
+    def forward(self, x):
+        return gelu(x)
 
 
 def resize(x, size, mode='bilinear'):

@@ -305,6 +305,19 @@ def test_static_graph_step_matches_dygraph(files):
         assert_close(value.numpy(), 'dep_odd_ds05_' + name, expected[name])
 
 
+def test_fast_backend_matches_dygraph(files):
+    """Paddle Inference on the exported legacy graph (oneDNN) of the deploy form's MattingNetworkCoefficients, the
+    OpenCV ends around it, two frames with the states carried (the path predict.py takes for videos on CPU)."""
+    from families.rvm import RVMRunner
+    from test_rvm_fast import fast_runner
+    model = loaded(files['deploy'], deploy=True)
+    frames = np.stack([GOLDEN['src_odd'][0].transpose(1, 2, 0)] * 2)
+    frames[1] = frames[1][::-1]
+    expected, out = RVMRunner(model, 0.5, 'fp32')(frames), fast_runner(model, 'inference', 0.5)(frames)
+    for name in ('pha', 'fgr'):
+        np.testing.assert_allclose(out[name], expected[name], atol=1e-4, err_msg=name)
+
+
 def test_deploy_is_for_unireplknet_only():
     with pytest.raises(ValueError, match='deploy'):
         MattingNetwork('mobilenetv3', deploy=True)

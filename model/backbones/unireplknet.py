@@ -13,7 +13,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ..static_ops import Sigmoid
+from ..static_ops import GELU, Sigmoid, sqrt
 from .mobilenetv3 import IMAGENET_MEAN, IMAGENET_STD
 from .resnet import batch_norm
 
@@ -116,7 +116,7 @@ class LayerNorm(nn.Layer):
     def forward(self, x):
         u = x.mean(axis=1, keepdim=True)
         s = (x - u).pow(2).mean(axis=1, keepdim=True)
-        x = (x - u) / paddle.sqrt(s + self.eps)
+        x = (x - u) / sqrt(s + self.eps)
         return self.weight.reshape([1, -1, 1, 1]) * x + self.bias.reshape([1, -1, 1, 1])
 
 
@@ -133,6 +133,15 @@ class SEBlock(nn.Layer):
         return x * self.sigmoid(self.up(F.relu(self.down(F.adaptive_avg_pool2d(x, 1)))))
 
 
+def spatial_sum(x):
+    """B x H x W x C -> B x 1 x 1 x C sums. Over rows, then columns: one float32 reduction of H * W values (Paddle
+    adds in order) had 4x torch's rounding error (torch adds pairwise), half the golden tolerance at ratio 1. As
+    means times H * W: Paddle 3.3's sum does not trace into a legacy (.pdmodel) graph, mean does."""
+    size = x.shape[1] * x.shape[2]
+    size = size if isinstance(size, int) else size.astype(x.dtype)       # a shape tensor in a graph
+    return x.mean(axis=2, keepdim=True).mean(axis=1, keepdim=True) * size
+
+
 class GRN(nn.Layer):
     """ConvNeXt-V2 global response normalisation on B x H x W x C: (gamma * Nx + 1) * x (+ beta), Nx the
     spatial L2 norm of each channel over its mean across channels. The deploy form has no beta (folded)."""
@@ -144,9 +153,7 @@ class GRN(nn.Layer):
         self.beta = self.create_parameter([1, 1, 1, channels], default_initializer=zeros) if use_bias else None
 
     def forward(self, x):
-        # rows, then columns: one float32 reduction over H * W values (Paddle sums in order) had 4x torch's
-        # rounding error here (torch sums pairwise), enough to reach half the golden tolerance at ratio 1
-        gx = paddle.sqrt((x * x).sum(axis=2, keepdim=True).sum(axis=1, keepdim=True))
+        gx = sqrt(spatial_sum(x * x))
         nx = gx / (gx.mean(axis=-1, keepdim=True) + 1e-6)
         out = (self.gamma * nx + 1) * x
         return out if self.beta is None else out + self.beta
@@ -175,7 +182,7 @@ class UniRepLKNetBlock(nn.Layer):
         self.norm = nn.Identity() if deploy else batch_norm(dim)
         self.se = SEBlock(dim, dim // 4)
         self.pwconv1 = nn.Sequential(ToChannelsLast(), nn.Linear(dim, 4 * dim))
-        self.act = nn.Sequential(nn.GELU(), GRN(4 * dim, use_bias=not deploy))
+        self.act = nn.Sequential(GELU(), GRN(4 * dim, use_bias=not deploy))
         self.pwconv2 = (nn.Sequential(nn.Linear(4 * dim, dim), ToChannelsFirst()) if deploy else
                         nn.Sequential(nn.Linear(4 * dim, dim, bias_attr=False), ToChannelsFirst(), batch_norm(dim)))
 
@@ -213,7 +220,7 @@ class UniRepLKNet(nn.Layer):
     def __init__(self, depths=DEPTHS, dims=DIMS, kernels=KERNELS, deploy=False):
         super().__init__()
         self.downsample_layers = nn.LayerList([nn.Sequential(
-            nn.Conv2D(3, dims[0] // 2, 3, stride=2, padding=1), LayerNorm(dims[0] // 2), nn.GELU(),
+            nn.Conv2D(3, dims[0] // 2, 3, stride=2, padding=1), LayerNorm(dims[0] // 2), GELU(),
             nn.Conv2D(dims[0] // 2, dims[0], 3, stride=1, padding=1), LayerNorm(dims[0]))])
         for i in range(1, len(dims)):
             self.downsample_layers.append(nn.Sequential(
