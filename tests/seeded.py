@@ -4,7 +4,8 @@ Entry i of a key list (num_batches_tracked left out) is drawn from numpy.random.
 conv/linear weights N(0,1)*sqrt(2/fan_in), biases N(0,1)*0.01, BN weight U(0.5,1.5), BN bias N(0,1)*0.1,
 running mean N(0,1)*0.1, running var U(0.5,1.5); drawn in float64, stored as float32. LKM's kinds: LayerNorm
 weight U(0.5,1.5), bias N(0,1)*0.1; GRN gamma ("scale") U(0.5,1.5), beta N(0,1)*0.1; layer scale U(0.05,0.15);
-the Haar filter buffers of its DWT, fixed (1, 1)/sqrt(2) and (1, -1)/sqrt(2).
+the Haar filter buffers of its DWT, fixed (1, 1)/sqrt(2) and (1, -1)/sqrt(2). VOS's (STCN, IMSFR): the last BN
+weight of a residual branch ("bn_weight_small") U(0.1, 0.3), and "conv_weight*F", the conv rule times F.
 """
 import json
 import math
@@ -16,6 +17,8 @@ def _draw(kind, shape, rng):
     if kind in ('conv_weight', 'linear_weight'):
         fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
         return rng.standard_normal(size=shape) * math.sqrt(2.0 / fan_in)
+    if kind.startswith('conv_weight*'):
+        return _draw('conv_weight', shape, rng) * float(kind[len('conv_weight*'):])
     if kind == 'bias':
         return rng.standard_normal(size=shape) * 0.01
     if kind in ('bn_weight', 'bn_running_var'):
@@ -26,6 +29,8 @@ def _draw(kind, shape, rng):
         return rng.uniform(0.5, 1.5, size=shape)
     if kind in ('ln_bias', 'grn_beta'):
         return rng.standard_normal(size=shape) * 0.1
+    if kind == 'bn_weight_small':
+        return rng.uniform(0.1, 0.3, size=shape)
     if kind == 'layer_scale':
         return rng.uniform(0.05, 0.15, size=shape)
     if kind in ('dwt_haar_lo', 'dwt_haar_hi'):

@@ -1,0 +1,524 @@
+"""Memory-based video object segmentation: STCN (Cheng et al., NeurIPS 2021) and IMSFR (Dang et al., TIP 2023).
+
+The official evaluation networks layer for layer and name for name (hkchengrex/STCN `model/eval_network.py`;
+xinbaiw/IMSFR `model/eval_networkoneconv10146181localgparapoolperand.py`, whose class is also called STCN), so
+their checkpoints convert by renaming BatchNorm statistics (and transposing CBAM's two Linear weights, which
+utils/checkpoint.py does for every nn.Linear). Then the memory banks (`inference_memory_bank.py`; IMSFR's
+`...perandfinaltiptestdev.py`), `aggregate` and the inference core (`inference_core.py`; IMSFR's `...finaltip.py`),
+which propagate the first frame's masks through a clip.
+
+Shapes: K objects, a frame 3 x H x W padded to multiples of 16, h x w = H/16 x W/16, CK the key channels (STCN 64,
+IMSFR 512), CV = 512 value channels, T memory frames, NE = T*h*w memory positions, HW = h*w query positions.
+"""
+import math
+import random
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from .backbones.resnet import DEPTHS, BasicBlock, Bottleneck, batch_norm, make_layer
+from .static_ops import resize
+
+KEY_BACKBONES = {'stcn': 'resnet50', 'imsfr': 'resnet101'}
+ENCODING_FREQUENCIES = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)     # IMSFR's positional encoding: 2 ** linspace(0, 5, 6)
+CHUNK_ELEMENTS = 1 << 23      # largest affinity / gathered-value block of a top-k readout (32 MB of float32)
+
+
+# ---------------------------------------------------------------- building blocks (STCN model/modules.py, cbam.py)
+
+class ResBlock(nn.Layer):
+    """x + conv(relu(conv(relu(x)))), with a 3x3 conv on the shortcut when the channels change."""
+
+    def __init__(self, in_channels, out_channels=None):
+        super().__init__()
+        out_channels = out_channels or in_channels
+        self.downsample = None if in_channels == out_channels else nn.Conv2D(in_channels, out_channels, 3, padding=1)
+        self.conv1 = nn.Conv2D(in_channels, out_channels, 3, padding=1)
+        self.conv2 = nn.Conv2D(out_channels, out_channels, 3, padding=1)
+
+    def forward(self, x):
+        r = self.conv2(F.relu(self.conv1(F.relu(x))))
+        return (x if self.downsample is None else self.downsample(x)) + r
+
+
+class ChannelGate(nn.Layer):
+    """CBAM channel attention: x * sigmoid(mlp(avgpool x) + mlp(maxpool x)); mlp = Flatten, Linear, ReLU, Linear
+    (so its Linear layers are `mlp.1` and `mlp.3`, torch's names)."""
+
+    def __init__(self, channels, reduction=16):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(channels, channels // reduction), nn.ReLU(),
+                                 nn.Linear(channels // reduction, channels))
+
+    def forward(self, x):                                                 # K x C x h x w
+        attention = self.mlp(x.mean(axis=[2, 3], keepdim=True)) + self.mlp(x.max(axis=[2, 3], keepdim=True))
+        return x * F.sigmoid(attention)[:, :, None, None]
+
+
+class BasicConv(nn.Layer):
+    """CBAM's conv wrapper (its weight is `<name>.conv.weight`)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, padding):
+        super().__init__()
+        self.conv = nn.Conv2D(in_channels, out_channels, kernel_size, padding=padding)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class SpatialGate(nn.Layer):
+    """CBAM spatial attention: x * sigmoid(conv7x7([max over channels, mean over channels]))."""
+
+    def __init__(self):
+        super().__init__()
+        self.spatial = BasicConv(2, 1, 7, padding=3)
+
+    def forward(self, x):
+        pooled = paddle.concat([x.max(axis=1, keepdim=True), x.mean(axis=1, keepdim=True)], axis=1)   # K x 2 x h x w
+        return x * F.sigmoid(self.spatial(pooled))
+
+
+class CBAM(nn.Layer):
+    def __init__(self, channels):
+        super().__init__()
+        self.ChannelGate = ChannelGate(channels)
+        self.SpatialGate = SpatialGate()
+
+    def forward(self, x):
+        return self.SpatialGate(self.ChannelGate(x))
+
+
+class FeatureFusionBlock(nn.Layer):
+    """The value encoder's fuser: cat[value features, key f16] -> ResBlock -> + CBAM -> ResBlock."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.block1 = ResBlock(in_channels, out_channels)
+        self.attention = CBAM(out_channels)
+        self.block2 = ResBlock(out_channels, out_channels)
+
+    def forward(self, x, f16):                                           # K x 256 x h x w, K x 1024 x h x w
+        x = self.block1(paddle.concat([x, f16], axis=1))
+        return self.block2(x + self.attention(x))                        # K x 512 x h x w
+
+
+class KeyEncoder(nn.Layer):
+    """torchvision ResNet-50 (STCN) / ResNet-101 (IMSFR) up to layer3, no conv biases; layer1 is named `res2`."""
+
+    def __init__(self, variant):
+        super().__init__()
+        depths = DEPTHS[variant]
+        self.conv1 = nn.Conv2D(3, 64, 7, stride=2, padding=3, bias_attr=False)
+        self.bn1 = batch_norm(64)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2D(3, stride=2, padding=1)
+        self.res2, channels = make_layer(Bottleneck, 64, 64, depths[0])
+        self.layer2, channels = make_layer(Bottleneck, channels, 128, depths[1], stride=2)
+        self.layer3, channels = make_layer(Bottleneck, channels, 256, depths[2], stride=2)
+
+    def forward(self, f):                                                # B x 3 x H x W
+        f4 = self.res2(self.maxpool(self.relu(self.bn1(self.conv1(f)))))  # B x 256 x H/4 x W/4
+        f8 = self.layer2(f4)                                             # B x 512 x H/8 x W/8
+        f16 = self.layer3(f8)                                            # B x 1024 x H/16 x W/16
+        return f16, f8, f4
+
+
+class ValueEncoder(nn.Layer):
+    """STCN's modified ResNet-18 (conv biases everywhere, 5 input channels: RGB, mask, the other objects' masks) up
+    to layer3, fused with the key encoder's f16."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2D(5, 64, 7, stride=2, padding=3)
+        self.bn1 = batch_norm(64)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2D(3, stride=2, padding=1)
+        self.layer1, channels = make_layer(BasicBlock, 64, 64, 2, bias=True)
+        self.layer2, channels = make_layer(BasicBlock, channels, 128, 2, stride=2, bias=True)
+        self.layer3, channels = make_layer(BasicBlock, channels, 256, 2, stride=2, bias=True)
+        self.fuser = FeatureFusionBlock(1024 + 256, 512)
+
+    def resnet(self, image, mask, other_masks):                          # K x 3 x H x W, K x 1 x H x W (twice)
+        x = self.conv1(paddle.concat([image, mask, other_masks], axis=1))
+        x = self.layer1(self.maxpool(self.relu(self.bn1(x))))            # K x 64 x H/4 x W/4
+        return self.layer3(self.layer2(x))                               # K x 256 x h x w
+
+    def forward(self, image, key_f16, mask, other_masks):
+        return self.fuser(self.resnet(image, mask, other_masks), key_f16)   # K x 512 x h x w
+
+
+class GatedValueEncoder(ValueEncoder):
+    """IMSFR: the fused value times a gate from the *next* frame (`query`) with the same masks, through the same
+    ResNet-18: sigmoid(mask(layer3)). `avg_pool` is unused (kept: the official module has it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2D(1)
+        self.mask = nn.Conv2D(256, 512, 3, padding=1)
+
+    def forward(self, image, query, key_f16, mask, other_masks):
+        value = super().forward(image, key_f16, mask, other_masks)
+        return value * F.sigmoid(self.mask(self.resnet(query, mask, other_masks)))
+
+
+class UpsampleBlock(nn.Layer):
+    """ResBlock(skip_conv(skip) + bilinear x2 of the coarser map)."""
+
+    def __init__(self, skip_channels, up_channels, out_channels):
+        super().__init__()
+        self.skip_conv = nn.Conv2D(skip_channels, up_channels, 3, padding=1)
+        self.out_conv = ResBlock(up_channels, out_channels)
+
+    def forward(self, skip_f, up_f):
+        up = resize(up_f, [up_f.shape[2] * 2, up_f.shape[3] * 2])      # = torch's scale_factor=2 (exact x2)
+        return self.out_conv(self.skip_conv(skip_f) + up)
+
+
+class KeyProjection(nn.Layer):
+    def __init__(self, in_channels, key_channels):
+        super().__init__()
+        self.key_proj = nn.Conv2D(in_channels, key_channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.key_proj(x)
+
+
+class Decoder(nn.Layer):
+    """cat[readout, f16_thin] (K x 1024 x h x w) with the f8 / f4 skips -> one logit per pixel at H x W."""
+
+    def __init__(self):
+        super().__init__()
+        self.compress = ResBlock(1024, 512)
+        self.up_16_8 = UpsampleBlock(512, 512, 256)
+        self.up_8_4 = UpsampleBlock(256, 256, 256)
+        self.pred = nn.Conv2D(256, 1, 3, padding=1)
+
+    def forward(self, f16, f8, f4):                                      # f8, f4 of one frame (broadcast to K)
+        x = self.up_16_8(f8, self.compress(f16))                         # K x 256 x H/8 x W/8
+        x = self.pred(F.relu(self.up_8_4(f4, x)))                        # K x 1 x H/4 x W/4
+        return resize(x, [x.shape[2] * 4, x.shape[3] * 4])               # K x 1 x H x W
+
+
+# ---------------------------------------------------------------- the networks
+
+def other_masks(masks):
+    """For each object the sum of the other objects' masks (zeros for one object), summed in index order."""
+    k = masks.shape[0]
+    if k == 1:
+        return paddle.zeros_like(masks)
+    return paddle.concat([sum(masks[j:j + 1] for j in range(k) if j != i) for i in range(k)], axis=0)
+
+
+def per_object(tensor, k):
+    """1 x C x H x W -> K x C x H x W (the official repeat)."""
+    return tensor.reshape([1] + list(tensor.shape[-3:])).tile([k, 1, 1, 1])
+
+
+def positional_encoding(x):
+    """IMSFR's element-wise encoding, concatenated block-major on the channels: [x, sin x, cos x, sin 2x, ...,
+    cos 32x] (K x 13C x h x w; channel b*C + c)."""
+    parts = [x]
+    for frequency in ENCODING_FREQUENCIES:
+        parts += [paddle.sin(x * frequency), paddle.cos(x * frequency)]
+    return paddle.concat(parts, axis=1)
+
+
+class STCN(nn.Layer):
+    """STCN's evaluation network: ResNet-50 key encoder, 64-channel L2 keys, ResNet-18 value encoder, one readout."""
+
+    def __init__(self):
+        super().__init__()
+        self.key_encoder = KeyEncoder('resnet50')
+        self.value_encoder = ValueEncoder()
+        self.key_proj = KeyProjection(1024, 64)
+        self.key_comp = nn.Conv2D(1024, 512, 3, padding=1)
+        self.decoder = Decoder()
+
+    def encode_key(self, frame):
+        """B x 3 x H x W -> (k16 B x 64 x h x w, f16_thin B x 512, f16 B x 1024, f8 B x 512 x H/8, f4 B x 256 x H/4)."""
+        f16, f8, f4 = self.key_encoder(frame)
+        return self.key_proj(f16), self.key_comp(f16), f16, f8, f4
+
+    def encode_value(self, frame, kf16, masks):
+        """frame 1 x 3 x H x W, kf16 1 x 1024 x h x w, masks K x 1 x H x W -> K x 512 x 1 x h x w."""
+        k = masks.shape[0]
+        value = self.value_encoder(per_object(frame, k), per_object(kf16, k), masks, other_masks(masks))
+        return value.unsqueeze(2)
+
+    def segment_with_query(self, mem_bank, qf8, qf4, qk16, qv16):
+        """Memory readout + the query's f16_thin -> the decoder -> K x 1 x H x W probabilities."""
+        readout = mem_bank.match_memory(qk16)                              # K x 512 x h x w
+        qv16 = qv16.expand([mem_bank.num_objects] + list(qv16.shape[1:]))
+        return F.sigmoid(self.decoder(paddle.concat([readout, qv16], axis=1), qf8, qf4))
+
+
+class IMSFR(nn.Layer):
+    """IMSFR's evaluation network: ResNet-101 key encoder whose `key_comp` is both the key and the query value
+    (CK = 512), the next-frame gated value (and its positional-encoded twin for the local readout), and three
+    readouts (long-term, first frame, newest memory frame) fused by one gate `mask` (`mask2` is trained for the
+    second object but unused at test time)."""
+
+    def __init__(self):
+        super().__init__()
+        self.key_encoder = KeyEncoder('resnet101')
+        self.value_encoder = GatedValueEncoder()
+        self.conv_fusion1v = nn.Conv2D(13 * 512, 512, 1)
+        self.conv_fusion = nn.Conv2D(512, 512, 1)
+        self.key_comp = nn.Conv2D(1024, 512, 3, padding=1)
+        self.decoder = Decoder()
+        self.mask = nn.Conv2D(1536, 512, 3, padding=1)
+        self.mask2 = nn.Conv2D(1536, 512, 3, padding=1)
+        self.avg_pool = nn.AdaptiveAvgPool2D(1)
+
+    def encode_key(self, frame):
+        """B x 3 x H x W -> (k16, f16_thin, f16, f8, f4) with k16 = f16_thin = key_comp(f16) (B x 512 x h x w)."""
+        f16, f8, f4 = self.key_encoder(frame)
+        f16_thin = self.key_comp(f16)
+        return f16_thin, f16_thin, f16, f8, f4
+
+    def _value(self, frame, curframe, kf16, masks):                      # K x 512 x h x w
+        k = masks.shape[0]
+        return self.value_encoder(per_object(frame, k), per_object(curframe, k), per_object(kf16, k), masks,
+                                  other_masks(masks))
+
+    def _valuepe(self, value):                                           # K x 512 x h x w
+        return self.conv_fusion(value + self.conv_fusion1v(positional_encoding(value)))
+
+    def encode_value(self, frame, curframe, kf16, masks):
+        """The memory frame, the next frame (both 1 x 3 x H x W), kf16 1 x 1024 x h x w, masks K x 1 x H x W ->
+        K x 512 x 1 x h x w."""
+        return self._value(frame, curframe, kf16, masks).unsqueeze(2)
+
+    def encode_valuepe(self, frame, curframe, kf16, masks):
+        """The same value, positional-encoded and fused: K x 512 x 1 x h x w (the local readout's value)."""
+        return self._valuepe(self._value(frame, curframe, kf16, masks)).unsqueeze(2)
+
+    def encode_value_and_pe(self, frame, curframe, kf16, masks):
+        """(encode_value, encode_valuepe) from one value-encoder pass (what the inference core stores)."""
+        value = self._value(frame, curframe, kf16, masks)
+        return value.unsqueeze(2), self._valuepe(value).unsqueeze(2)
+
+    def segment_with_query(self, mem_bank, qf8, qf4, qk16, qv16):
+        readouts = mem_bank.match_memory(qk16)                             # (long, first, local) K x 512 x h x w
+        x = paddle.concat(readouts, axis=1)                                # K x 1536 x h x w
+        gate = F.sigmoid(self.mask(x + self.avg_pool(x)))                  # K x 512 x h x w
+        long, first, local = (r * gate + r for r in readouts)
+        fused = long + first + local
+        qv16 = qv16.expand([mem_bank.num_objects] + list(qv16.shape[1:]))
+        return F.sigmoid(self.decoder(paddle.concat([fused, qv16], axis=1), qf8, qf4))
+
+
+# ---------------------------------------------------------------- memory
+
+def l2_affinity(mk, qk):
+    """(2 k_m.k_q - |k_m|^2) / sqrt(CK): mk 1 x CK x NE, qk 1 x CK x n -> 1 x NE x n."""
+    a_sq = mk.pow(2).sum(axis=1).unsqueeze(2)
+    return (2 * paddle.matmul(mk, qk, transpose_x=True) - a_sq) / math.sqrt(mk.shape[1])
+
+
+def softmax_readout(mk, mv, qk):
+    """Full softmax over the memory positions: mk 1 x CK x NE, mv K x CV x NE, qk 1 x CK x HW -> K x CV x HW."""
+    return paddle.matmul(mv, F.softmax(l2_affinity(mk, qk), axis=1))
+
+
+def top_k_readout(mk, mv, qk, top_k):
+    """STCN's softmax_w_top readout: per query position the top_k memory affinities, exp'd **without** subtracting
+    their maximum, normalised, times the values at those positions (zeros elsewhere). The affinity is never kept
+    whole: query positions are taken in chunks so that neither an NE x n affinity nor the gathered K x CV x top_k x n
+    values exceed CHUNK_ELEMENTS; the values are gathered instead of multiplied by the sparse affinity."""
+    k, cv, ne = mv.shape
+    hw = qk.shape[2]
+    rows = mv.reshape([k * cv, ne]).t()                                    # NE x K*CV
+    chunk = max(1, min(hw, CHUNK_ELEMENTS // max(ne, k * cv * top_k)))
+    out = []
+    for start in range(0, hw, chunk):
+        values, indices = paddle.topk(l2_affinity(mk, qk[:, :, start:start + chunk]), top_k, axis=1)
+        weights = paddle.exp(values[0])                                    # top_k x n
+        weights = weights / weights.sum(axis=0, keepdim=True)
+        n = weights.shape[1]
+        picked = paddle.gather(rows, indices[0].flatten()).reshape([top_k, n, k * cv])
+        out.append((picked * weights.unsqueeze(2)).sum(axis=0))            # n x K*CV
+    return paddle.concat(out, axis=0).t().reshape([k, cv, hw])
+
+
+class MemoryBank:
+    """STCN's memory: keys 1 x CK x NE and values K x CV x NE of the memory frames, plus an optional temporary
+    frame (include_last) replaced by every add_memory call. Grows by CK*h*w + K*CV*h*w floats per memory frame."""
+
+    def __init__(self, k, top_k=20):
+        self.num_objects, self.top_k = k, top_k
+        self.CK = self.CV = None
+        self.mem_k = self.mem_v = self.temp_k = self.temp_v = None
+
+    def add_memory(self, key, value, is_temp=False):
+        """key 1 x CK x 1 x h x w, value K x CV x 1 x h x w."""
+        self.temp_k = self.temp_v = None
+        key, value = key.flatten(start_axis=2), value.flatten(start_axis=2)
+        if self.mem_k is None:
+            self.mem_k, self.mem_v = key, value
+            self.CK, self.CV = key.shape[1], value.shape[1]
+        elif is_temp:
+            self.temp_k, self.temp_v = key, value
+        else:
+            self.mem_k = paddle.concat([self.mem_k, key], axis=2)
+            self.mem_v = paddle.concat([self.mem_v, value], axis=2)
+
+    def match_memory(self, qk):
+        """qk 1 x CK x h x w -> readout K x CV x h x w."""
+        _, _, h, w = qk.shape
+        mk, mv = self.mem_k, self.mem_v
+        if self.temp_k is not None:
+            mk, mv = paddle.concat([mk, self.temp_k], axis=2), paddle.concat([mv, self.temp_v], axis=2)
+        return top_k_readout(mk, mv, qk.flatten(start_axis=2), self.top_k).reshape([self.num_objects, self.CV, h, w])
+
+
+class IMSFRMemoryBank:
+    """IMSFR's memory (the DAVIS 2017 bank): every memory frame (1 x CK x T x h x w keys, K x CV x T x h x w
+    values), the first frame's key and value, the newest memory frame's key and positional-encoded value.
+
+    The long-term readout uses all T frames while T <= 10; above, Python's `random.sample(range(0, T - 1),
+    int(T * 0.6))` (sorted) picks frames, read as [frames T-5..T-2, frame 1, the picked frames] (duplicates
+    allowed): seed Python's `random` to reproduce a run. Every draw is appended to `samples` (as drawn, unsorted)."""
+
+    def __init__(self, k, top_k=20):
+        self.num_objects, self.top_k = k, top_k
+        self.CK = self.CV = None
+        self.mem_k = self.mem_v = self.temp_k = self.temp_v = None
+        self.firstmem_k = self.firstmem_v = self.premem_k = self.premem_v = None
+        self.samples = []
+
+    def add_memory(self, key, value, valuepe, is_temp=False):
+        """key 1 x CK x 1 x h x w, value and valuepe K x CV x 1 x h x w. is_temp is refused: the official bank
+        stores it but cannot read it (its include_last path fails)."""
+        if is_temp:
+            raise ValueError('the IMSFR memory bank has no temporary memory (include_last)')
+        valuepe = valuepe.flatten(start_axis=2)
+        if self.mem_k is None:
+            self.mem_k, self.mem_v = key, value
+            self.firstmem_k, self.firstmem_v = key.flatten(start_axis=2), value.flatten(start_axis=2)
+            self.CK, self.CV = key.shape[1], value.shape[1]
+        else:
+            self.mem_k = paddle.concat([self.mem_k, key], axis=2)
+            self.mem_v = paddle.concat([self.mem_v, value], axis=2)
+        self.premem_k, self.premem_v = key.flatten(start_axis=2), valuepe
+
+    def long_term(self):
+        """(keys 1 x CK x NE, values K x CV x NE) of the long-term readout."""
+        t = self.mem_k.shape[2]
+        if t <= 10:
+            return self.mem_k.flatten(start_axis=2), self.mem_v.flatten(start_axis=2)
+        target = random.sample(range(0, t - 1), int(t * 0.6))
+        self.samples.append(list(target))
+        target.sort()
+        frames = paddle.to_tensor(list(range(t - 5, t - 1)) + [1] + target, dtype='int64')
+        return (paddle.index_select(self.mem_k, frames, axis=2).flatten(start_axis=2),
+                paddle.index_select(self.mem_v, frames, axis=2).flatten(start_axis=2))
+
+    def match_memory(self, qk):
+        """qk 1 x CK x h x w -> (long, first, local) readouts, each K x CV x h x w."""
+        _, _, h, w = qk.shape
+        qk = qk.flatten(start_axis=2)
+        mk, mv = self.long_term()
+        readouts = (top_k_readout(mk, mv, qk, self.top_k), softmax_readout(self.firstmem_k, self.firstmem_v, qk),
+                    softmax_readout(self.premem_k, self.premem_v, qk))
+        return tuple(r.reshape([self.num_objects, self.CV, h, w]) for r in readouts)
+
+
+def aggregate(prob, keep_bg=False):
+    """STM's soft aggregation: K x ... object probabilities -> softmax over [background = prod(1 - p), p] of the
+    clamped logits (K+1 x ... with keep_bg, else the K objects)."""
+    new_prob = paddle.concat([paddle.prod(1 - prob, axis=0, keepdim=True), prob], axis=0).clip(1e-7, 1 - 1e-7)
+    out = F.softmax(paddle.log(new_prob / (1 - new_prob)), axis=0)
+    return out if keep_bg else out[1:]
+
+
+# ---------------------------------------------------------------- inference
+
+def pad_sizes(h, w, d=16):
+    """(lw, uw, lh, uh): zero padding to multiples of d, centred, the extra pixel at the right / bottom."""
+    new_h, new_w = -(-h // d) * d, -(-w // d) * d
+    lh, lw = (new_h - h) // 2, (new_w - w) // 2
+    return lw, new_w - w - lw, lh, new_h - h - lh
+
+
+def pad_divide_by(x, d=16):
+    """Zero-pad the last two axes of x (any rank >= 3) to multiples of d -> (padded, pad (lw, uw, lh, uh))."""
+    pad = pad_sizes(x.shape[-2], x.shape[-1], d)
+    if not any(pad):
+        return x, pad
+    lead = list(x.shape[:-2])
+    flat = x.reshape([1, -1] + list(x.shape[-2:]))
+    out = F.pad(flat, list(pad), mode='constant', value=0.0)
+    return out.reshape(lead + list(out.shape[-2:])), pad
+
+
+def unpad(x, pad):
+    """The inverse of pad_divide_by on a ... x H x W tensor."""
+    lw, uw, lh, uh = pad
+    return x[..., lh:x.shape[-2] - uh, lw:x.shape[-1] - uw]
+
+
+class InferenceCore:
+    """Propagates the masks of one frame through a clip (the official inference core, STCN's or IMSFR's logic
+    chosen from the network). images 1 x T x 3 x H x W (ImageNet-normalised); `prob` (K+1) x T x 1 x nh x nw
+    float32 at the padded size, `pad` = (lw, uw, lh, uh).
+
+    Frames are padded one at a time when they are encoded (the padded clip is never stored), so the core holds
+    the caller's images, `prob` ((K+1) * T * nh * nw floats) and the memory bank, which grows by one frame every
+    `mem_every` frames (STCN: (64 + K * 512) * nh*nw/256 floats per memory frame; IMSFR: (512 + 2 K * 512) * ...)."""
+
+    def __init__(self, net, images, num_objects, top_k=20, mem_every=5, include_last=False):
+        self.prop_net = net
+        self.imsfr = isinstance(net, IMSFR)
+        if self.imsfr and include_last:
+            raise ValueError('IMSFR cannot run with include_last (the official core fails there: its memory bank '
+                             'cannot read a temporary frame)')
+        self.mem_every, self.include_last = mem_every, include_last
+        self.images = images if isinstance(images, paddle.Tensor) else paddle.to_tensor(images)
+        t, (h, w) = self.images.shape[1], self.images.shape[-2:]
+        self.pad = pad_sizes(h, w)
+        nh, nw = h + self.pad[2] + self.pad[3], w + self.pad[0] + self.pad[1]
+        self.k = num_objects
+        self.prob = paddle.zeros([self.k + 1, t, 1, nh, nw], dtype='float32')
+        self.prob[0] = 1e-7
+        self.t, self.h, self.w, self.nh, self.nw = t, h, w, nh, nw
+        self.kh, self.kw = nh // 16, nw // 16
+        self.mem_bank = (IMSFRMemoryBank if self.imsfr else MemoryBank)(k=self.k, top_k=top_k)
+
+    def frame(self, idx):
+        """Frame idx, padded: 1 x 3 x nh x nw."""
+        return pad_divide_by(self.images[:, idx].astype('float32'))[0]
+
+    def encode_key(self, idx):
+        return self.prop_net.encode_key(self.frame(idx))
+
+    def memorise(self, key, qf16, idx, masks, is_temp=False):
+        """Add frame idx (its key 1 x CK x h x w, f16, masks K x 1 x nh x nw soft) to the memory."""
+        if self.imsfr:      # the value is gated by the next frame
+            value, valuepe = self.prop_net.encode_value_and_pe(self.frame(idx), self.frame(idx + 1), qf16, masks)
+            self.mem_bank.add_memory(key.unsqueeze(2), value, valuepe, is_temp=is_temp)
+        else:
+            value = self.prop_net.encode_value(self.frame(idx), qf16, masks)
+            self.mem_bank.add_memory(key.unsqueeze(2), value, is_temp=is_temp)
+
+    def do_pass(self, idx, end_idx):
+        end = end_idx - 1
+        for ti in range(idx + 1, end_idx):
+            k16, qv16, qf16, qf8, qf4 = self.encode_key(ti)
+            out_mask = aggregate(self.prop_net.segment_with_query(self.mem_bank, qf8, qf4, k16, qv16), keep_bg=True)
+            self.prob[:, ti] = out_mask
+            if ti != end:
+                is_mem_frame = ti % self.mem_every == 0
+                if self.include_last or is_mem_frame:
+                    self.memorise(k16, qf16, ti, out_mask[1:], is_temp=not is_mem_frame)
+        return end_idx
+
+    @paddle.no_grad()
+    def interact(self, mask, frame_idx, end_idx):
+        """mask K x 1 x H x W (unpadded) of frame frame_idx; segments frames frame_idx+1 .. end_idx-1 in order."""
+        mask = mask if isinstance(mask, paddle.Tensor) else paddle.to_tensor(mask)
+        self.prob[:, frame_idx] = aggregate(pad_divide_by(mask.astype('float32'))[0], keep_bg=True)
+        key_k, _, qf16, _, _ = self.encode_key(frame_idx)
+        self.memorise(key_k, qf16, frame_idx, self.prob[1:, frame_idx])
+        return self.do_pass(frame_idx, end_idx)
