@@ -11,8 +11,9 @@ from .base import Family, Unavailable, describe
 from .bgmv2 import BGMv2
 from .indexnet import IndexNet
 from .rvm import RVM
+from .vos import VOS
 
-FAMILIES = {f.name: f for f in (BGMv2(), RVM(), IndexNet())}
+FAMILIES = {f.name: f for f in (BGMv2(), RVM(), IndexNet(), VOS())}
 MODEL_TYPES = tuple(t for f in FAMILIES.values() for t in f.model_types)
 BACKBONES = tuple(dict.fromkeys(b for f in FAMILIES.values() for b in f.backbones))
 

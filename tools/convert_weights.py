@@ -1,4 +1,5 @@
-"""Convert an official PyTorch checkpoint of any family (BGMv2 MattingBase/MattingRefine, RVM, LKM) to Paddle .pdparams.
+"""Convert an official PyTorch checkpoint of any family (BGMv2 MattingBase/MattingRefine, RVM, LKM, STCN, IMSFR)
+to Paddle .pdparams.
 
 No torch needed: the .pth is read by utils/torch_format.py, which refuses anything but tensors and plain
 containers, so an untrusted file cannot run code. Every name and shape is checked against the Paddle
