@@ -331,7 +331,8 @@ class MattingNetwork(nn.Layer):
     SegmentationOutput(seg, r1..r4), the official lists with names.
 
     src is RGB in [0, 1], (B, C, H, W) or (B, T, C, H, W); states are 4-D (the state after the last frame),
-    None meaning zeros. fgr and pha are clamped to [0, 1]; seg is a logit at the downsampled resolution."""
+    None meaning zeros. fgr and pha are clamped to [0, 1]; seg is a logit at the downsampled resolution.
+    variant 'unireplknet' (LKM) takes deploy=True for its folded form (the official rep_model.pth)."""
 
     def __init__(self, variant='mobilenetv3', refiner='deep_guided_filter', deploy=False):
         super().__init__()
