@@ -325,21 +325,20 @@ def softmax_readout(mk, mv, qk):
 def top_k_readout(mk, mv, qk, top_k):
     """STCN's softmax_w_top readout: per query position the top_k memory affinities, exp'd **without** subtracting
     their maximum, normalised, times the values at those positions (zeros elsewhere). The affinity is never kept
-    whole: query positions are taken in chunks so that neither an NE x n affinity nor the gathered K x CV x top_k x n
+    whole: query positions are taken in chunks so that neither an NE x n affinity nor the gathered K*CV x top_k x n
     values exceed CHUNK_ELEMENTS; the values are gathered instead of multiplied by the sparse affinity."""
     k, cv, ne = mv.shape
     hw = qk.shape[2]
-    rows = mv.reshape([k * cv, ne]).t()                                    # NE x K*CV
+    values_flat = mv.reshape([k * cv, ne])
     chunk = max(1, min(hw, CHUNK_ELEMENTS // max(ne, k * cv * top_k)))
     out = []
     for start in range(0, hw, chunk):
         values, indices = paddle.topk(l2_affinity(mk, qk[:, :, start:start + chunk]), top_k, axis=1)
         weights = paddle.exp(values[0])                                    # top_k x n
         weights = weights / weights.sum(axis=0, keepdim=True)
-        n = weights.shape[1]
-        picked = paddle.gather(rows, indices[0].flatten()).reshape([top_k, n, k * cv])
-        out.append((picked * weights.unsqueeze(2)).sum(axis=0))            # n x K*CV
-    return paddle.concat(out, axis=0).t().reshape([k, cv, hw])
+        picked = paddle.index_select(values_flat, indices[0].flatten(), axis=1)    # K*CV x top_k*n
+        out.append((picked.reshape([k * cv] + weights.shape) * weights).sum(axis=1))   # K*CV x n
+    return paddle.concat(out, axis=1).reshape([k, cv, hw])
 
 
 class MemoryBank:
