@@ -230,6 +230,10 @@ class PredictConfig:
                                    help='IndexNet: trimap(s) with 0 background, 128 unknown, 255 foreground: one for '
                                         'a single --src image, or a folder or glob paired with --src by relative '
                                         'path and name (a _trimap suffix is ignored)', default_help='none')
+    mask: Optional[str] = option(None, '--mask', metavar='PATH',
+                                 help="stcn/imsfr: the first frame's label PNG (0 background, 1..N objects, e.g. a "
+                                      "DAVIS annotation) for a single clip, or a folder of <clip>.png (or "
+                                      "<clip>/<frame>.png) paired with the clips of --src", default_help='none')
     output_dir: str = option(os.path.join(ROOT, 'output'), '--output-dir', metavar='DIR', help='where results go',
                              default_help='output/')
     output_types: tuple = option(('com', 'pha', 'fgr'), '--output-types', nargs='+', choices=OUTPUT_TYPES,
@@ -266,7 +270,8 @@ DEMO_SRC, DEMO_BGR = os.path.join(ROOT, 'image', 'src'), os.path.join(ROOT, 'ima
 
 
 PARTNERS = {'bgr': 'a background plate captured without the subject',
-            'trimap': 'a trimap (0 background, 128 unknown, 255 foreground) for each image'}
+            'trimap': 'a trimap (0 background, 128 unknown, 255 foreground) for each image',
+            'mask': "the first frame's object masks (a label PNG, 0 background) for each clip"}
 
 
 def resolve_predict(args, model):
@@ -300,11 +305,14 @@ class EvalConfig:
                                           'trimap protocol (required): merged/ (or original/) alpha/ trimap/, or a '
                                           'data.txt of image|alpha|trimap rows',
                                      default_help='image protocol: photomatte85 of configs/datasets.json')
-    protocol: str = option('auto', '--protocol', choices=('auto', 'image', 'video', 'trimap'),
+    protocol: str = option('auto', '--protocol', choices=('auto', 'image', 'video', 'trimap', 'davis'),
                            help='image: BGMv2 composites + DIM metrics; video: RVM clips + video metrics; trimap: '
-                                'IndexNet on test images with trimaps + DIM metrics; auto: video for a --data-dir '
-                                'with <clip>/com/ folders when the model can take it, else the family\'s own '
-                                '(image for BGMv2, video for rvm, trimap for indexnet)')
+                                'IndexNet on test images with trimaps + DIM metrics; davis: video object '
+                                'segmentation J&F on a DAVIS root; auto: video for a --data-dir with <clip>/com/ '
+                                'folders when the model can take it, else the family\'s own (image for BGMv2, '
+                                'video for rvm, trimap for indexnet, davis for stcn and imsfr)')
+    image_set: str = option('2017/val', '--image-set', help='davis protocol: ImageSets/<year>/<split>.txt to score '
+                                                             '(2017/val, 2017/train, 2016/val)')
     bgr_dir: Optional[str] = option(None, '--bgr-dir', metavar='DIR',
                                     help='image protocol: backgrounds to composite onto',
                                     default_help='the validation split of "backgrounds" in configs/datasets.json')
@@ -357,7 +365,7 @@ def resolve_eval(args, model):
     spec = model.spec
     protocols = spec.protocols                   # predictions can be scored by any protocol, the family's first
     if cfg.pred_dir:
-        protocols += tuple(p for p in ('image', 'video', 'trimap') if p not in protocols)
+        protocols += tuple(p for p in ('image', 'video', 'trimap', 'davis') if p not in protocols)
     protocol = cfg.protocol
     if protocol == 'auto':
         clips = cfg.data_dir and is_composited_layout(cfg.data_dir) and 'video' in protocols
@@ -370,6 +378,7 @@ def resolve_eval(args, model):
              'trimap': [('--hr', cfg.hr), ('--bgr-dir', cfg.bgr_dir), ('--resolution', cfg.resolution)]}
     other['video'] += [('--baseline', cfg.baseline)]
     other['trimap'] += [('--baseline', cfg.baseline)]
+    other['davis'] = other['trimap'] + [('--save-pred', cfg.save_pred)]
     wrong = [flag for flag, value in other[protocol] if value]
     if wrong:
         raise ValueError(f"{', '.join(wrong)}: not an option of the {protocol} protocol")
@@ -378,6 +387,9 @@ def resolve_eval(args, model):
     if protocol == 'video' and not cfg.data_dir:
         raise ValueError("the video protocol needs --data-dir: the composited test set (<clip>/{com,fgr,pha,bgr}/, "
                          "e.g. videomatte_512x288)")
+    if protocol == 'davis' and not cfg.data_dir:
+        raise ValueError("the davis protocol needs --data-dir: a DAVIS root (ImageSets/, JPEGImages/480p/, "
+                         "Annotations/480p/)")
     if protocol == 'trimap' and not cfg.data_dir:
         raise ValueError("the trimap protocol needs --data-dir: test images with alphas and trimaps (merged/ alpha/ "
                          "trimap/, or the data.txt that tools/compose_trimap_set.py writes)")

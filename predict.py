@@ -1,4 +1,5 @@
-"""Matting of photos and videos: BGMv2 with a captured background plate, RVM without one, IndexNet with a trimap.
+"""Matting of photos and videos: BGMv2 with a captured background plate, RVM without one, IndexNet with a trimap;
+video object segmentation (STCN, IMSFR) of clips from the first frame's masks.
 
     python3 predict.py                                   # the demo pair in image/ with the demo model
     python3 predict.py --src photo.jpg --bgr plate.jpg --output-dir out
@@ -6,9 +7,11 @@
     python3 predict.py --src talk.mp4 --bgr plate.png --model-checkpoint pytorch_resnet50.pth --model-backbone resnet50
     python3 predict.py --model-type rvm --src talk.mp4 --model-checkpoint rvm_mobilenetv3.pth
     python3 predict.py --model-type indexnet --src photo.png --trimap trimap.png --model-checkpoint indexnet.pdparams
+    python3 predict.py --model-type stcn --model-checkpoint stcn.pth --src frames/ --mask frames_00000.png
 
 Outputs: <output-dir>/<type>/<relative input path>.png for images,
-<output-dir>/<relative video path without extension>/<type>.mp4 (or PNG frames) for videos.
+<output-dir>/<relative video path without extension>/<type>.mp4 (or PNG frames) for videos;
+stcn/imsfr: <output-dir>/<clip>/masks/<frame>.png (DAVIS palette) and <clip>/overlay.mp4.
 """
 import argparse
 import os
@@ -16,7 +19,6 @@ import sys
 
 import config
 import families
-from inference.predict import predict
 from utils.checkpoint import read_card
 
 
@@ -34,9 +36,7 @@ def run(args, load=families.load):
     model = config.resolve_model(args, read_card)
     cfg = config.resolve_predict(args, model)
     backend = config.resolve_backend(args, model)
-    spec, wanted = model.spec, set(cfg.output_types) | {'pha', 'fgr'}
-    return cfg, predict(cfg, lambda frames: spec.runner(model, load(model), backend, frames, wanted), spec.partner,
-                        cfg.batch_size if spec.partner else cfg.seq_chunk)
+    return cfg, model.spec.predict(cfg, model, backend, load)
 
 
 def main(argv=None):
@@ -46,7 +46,7 @@ def main(argv=None):
     except ValueError as e:
         sys.exit(f"error: {e}")
     speed = summary.speed()
-    print(f"{summary.done} inputs matted in {summary.seconds:.1f} s" + (f" ({speed})" if speed else '')
+    print(f"{summary.done} inputs {'segmented' if cfg.mask else 'matted'} in {summary.seconds:.1f} s" + (f" ({speed})" if speed else '')
           + f" -> {os.path.abspath(cfg.output_dir)} ({', '.join(cfg.output_types)})"
           + (f"; {summary.skipped} already finished" if summary.skipped else '')
           + (f"; {len(summary.failures)} failed" if summary.failures else ''))

@@ -1,14 +1,19 @@
-"""Train a model family; today BGMv2: the base network (stage 1) or the whole network with its refiner (stage 2).
+"""Train a model family: BGMv2 (the base network, then the whole network with its refiner), Robust Video Matting
+(its four stages; run.sh rvm chains them) or IndexNet.
 
     python3 train.py --model-type mattingbase --model-backbone resnet50 --dataset-name videomatte240k \
         --epochs 8 --name base
     python3 train.py --model-type mattingrefine --model-backbone resnet50 --dataset-name videomatte240k \
         --checkpoint checkpoint/base/final.pdparams --epochs 1 --name refine
+    python3 train.py --model-type rvm --model-backbone mobilenetv3 --dataset-name videomatte240k \
+        --seq-length-lr 15 --epochs 20 --name rvm_stage1                   # spec/rvm.md 2: run.sh rvm
     python3 -m paddle.distributed.launch --gpus 0,1,2,3 train.py ...      # several GPUs (or CPU processes)
 
-Defaults follow the official train_base.py / train_refine.py (spec/bgmv2.md 2.6): Adam, per-module
+BGMv2 defaults follow the official train_base.py / train_refine.py (spec/bgmv2.md 2.6): Adam, per-module
 learning rates, 512 / 2048 px samples cropped to 256-511 / 1024-2044 px, batch 8 / 4. A Laplacian alpha loss
-is added to the official losses (--loss-laplacian 0 removes it).
+is added to the official losses (--loss-laplacian 0 removes it). RVM defaults are its stage 1 (spec/rvm.md 2.1):
+batch 1 per process, 15-frame 512 px clips, Adam at 1e-4 / 2e-4 / 2e-4 / 0 for backbone / ASPP / decoder / refiner;
+each step adds the segmentation pass and, with --train-hr, the high-resolution pass.
 
 Outputs: checkpoint/<name>/step-N.{pdparams,pdopt,json} every --checkpoint-interval steps and at each
 epoch end (atomic; the .json is written last and marks a complete checkpoint), final.pdparams; log/<name>/ with VisualDL records

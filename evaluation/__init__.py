@@ -1,12 +1,12 @@
 """Evaluation protocols side by side: `image` (BGMv2 composites, DIM metrics), `video` (RVM clips, video
-metrics) and `trimap` (IndexNet, test images with trimaps), each `evaluate(cfg, settings, make_runner=None,
-plates=False)`. A family lists the protocols it
+metrics), `trimap` (IndexNet, test images with trimaps) and `davis` (STCN / IMSFR, DAVIS J&F), each
+`evaluate(cfg, settings, make_runner=None, plates=False)`. A family lists the protocols it
 supports (families/); eval.py chooses one and calls it."""
 import os
 
-from . import images, trimap, video
+from . import davis, images, trimap, video
 
-PROTOCOLS = {'image': images, 'trimap': trimap, 'video': video}
+PROTOCOLS = {'image': images, 'trimap': trimap, 'video': video, 'davis': davis}
 
 
 def settings(cfg, model=None):
@@ -17,8 +17,10 @@ def settings(cfg, model=None):
         common.update(trimap_radius=cfg.trimap_radius, resolution=cfg.resolution)
     elif cfg.protocol == 'video':
         common.update(hr=cfg.hr)
+    elif cfg.protocol == 'davis':
+        common.update(image_set=cfg.image_set)
     if model is None:
         return {'mode': 'pred', 'pred_dir': os.path.abspath(cfg.pred_dir), **common}
     run = {'image': {'bgr_dir': cfg.bgr_dir, 'seed': cfg.seed}, 'video': {'seq_chunk': cfg.seq_chunk},
-           'trimap': {}}[cfg.protocol]
+           'trimap': {}, 'davis': {}}[cfg.protocol]
     return {'mode': 'model', **model, **run, **common}

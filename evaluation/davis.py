@@ -12,18 +12,21 @@ mean over all objects of all sequences, J&F-Mean = (J-Mean + F-Mean) / 2. DAVIS 
 
 Results (`write_davis_results`): the toolkit's `global_results-<split>.csv` and `per-sequence_results-<split>.csv`
 (one row per object `<seq>_<k>`, at full precision), `sequences.csv` (per sequence: the mean over its
-objects) and `summary.json`.
+objects) and `summary.json`. Model mode (`evaluate` with a runner) first segments every sequence from its first
+annotation into `<output-dir>/pred/<seq>/<frame>.png` (a sequence whose predictions are complete is not redone:
+an interrupted run resumes), then scores that folder.
 """
 import os
 
 import numpy as np
 
-from dataset.vos import DAVIS_RESOLUTION, davis_image_set, davis_labels, davis_sequences, is_davis_2016
-from utils.io import read_labels
+from dataset.vos import DAVIS_RESOLUTION, davis_annotations, davis_frames, davis_image_set, davis_labels, \
+    davis_sequences, is_davis_2016
+from utils.io import read_image, read_labels, write_labels
 from utils.vos_metrics import MEASURES, evaluate_sequence, summarize
 
 from .results import progress as progress_bar
-from .results import table, write_json, write_rows
+from .results import start_output, table, write_json, write_rows
 
 OBJECT_FIELDS = ['Sequence', 'J-Mean', 'F-Mean', 'J-Recall', 'J-Decay', 'F-Recall', 'F-Decay']
 SEQUENCE_FIELDS = ['sequence', 'objects', 'frames', 'J&F-Mean', 'J-Mean', 'F-Mean']
@@ -129,24 +132,39 @@ def write_davis_results(output_dir, results, settings=None):
     return names
 
 
-def main(argv=None):
-    import argparse
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--data-dir', required=True, help='DAVIS root (ImageSets/, Annotations/480p/)')
-    parser.add_argument('--pred-dir', required=True, help='predicted label PNGs, <pred-dir>/<seq>/<frame>.png')
-    parser.add_argument('--image-set', default='2017/val', help='2017/val (default), 2016/val, 2017/train, ...')
-    parser.add_argument('--output-dir', help='write the CSV and JSON results here')
-    args = parser.parse_args(argv)
+def predict_sequences(data_dir, image_set, pred_dir, segmenter_for):
+    """Segment every sequence of the image set from its first annotation into <pred_dir>/<seq>/<frame>.png;
+    sequences with every prediction written already are skipped. `segmenter_for(first labels)` gives a callable
+    frame (H x W x 3 RGB in [0, 1]) -> labels."""
+    sequences = davis_sequences(data_dir, image_set)
+    frames = {seq: davis_frames(data_dir, seq) for seq in sequences}        # [(name, jpg)]
+    todo = [seq for seq in sequences
+            if not all(os.path.isfile(os.path.join(pred_dir, seq, name + '.png')) for name, _ in frames[seq])]
+    bar = progress_bar(sum(len(frames[s]) for s in sequences), sum(len(frames[s]) for s in sequences if s not in todo),
+                       'frame')
     try:
-        results = score_davis(args.data_dir, args.pred_dir, args.image_set)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}")
-    if args.output_dir:
-        write_davis_results(args.output_dir, results, {'data_dir': os.path.abspath(args.data_dir),
-                                                       'pred_dir': os.path.abspath(args.pred_dir),
-                                                       'image_set': results['image_set']})
-    print(davis_table(results))
+        for seq in todo:
+            first = read_labels(davis_annotations(data_dir, seq)[0][1])
+            if is_davis_2016(image_set):
+                first = (first > 0).astype(np.uint8)
+            segment = segmenter_for(first)
+            for name, path in frames[seq]:
+                write_labels(os.path.join(pred_dir, seq, name + '.png'), segment(read_image(path)))
+                bar.update()
+    finally:
+        bar.close()
 
 
-if __name__ == '__main__':
-    main()
+def evaluate(cfg, settings, make_runner=None, plates=False):
+    """eval.py's DAVIS protocol: segment the sequences with `make_runner(frames)` (a first-labels -> segmenter
+    factory; None: score cfg.pred_dir), score them, write the result files -> (summary, console text, files)."""
+    image_set = davis_image_set(cfg.image_set)
+    settings = start_output(cfg.output_dir, settings)
+    pred_dir = cfg.pred_dir
+    if make_runner is not None:
+        pred_dir = os.path.join(cfg.output_dir, 'pred')
+        predict_sequences(cfg.data_dir, image_set, pred_dir, make_runner(None))
+    results = score_davis(cfg.data_dir, pred_dir, image_set)
+    files = write_davis_results(cfg.output_dir, results, settings)
+    summary = {'protocol': 'davis', 'failed': 0, 'global': results['global']}
+    return summary, davis_table(results), files

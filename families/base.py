@@ -19,7 +19,7 @@ class Family:
     backbones = ()              # --model-backbone values
     default_backbone = ''
     options = None              # frozen dataclass of the family's model options (config.option fields)
-    partner = None              # the second input of each frame: 'bgr' (plate), 'trimap', or None (a video model)
+    partner = None              # the second input: 'bgr' (plate), 'trimap', 'mask' (first frame's objects), or None
     demo_checkpoint = None      # shipped weights used when no --model-checkpoint is given
     protocols = ()              # eval.py protocols, the first is the family's default
     export_formats = ('pdmodel', 'json')   # tools/export.py --format values, the first is the default
@@ -43,6 +43,14 @@ class Family:
     def runner(self, model, network, backend, frames):
         """A runner for predict/eval: frames in, named numpy outputs back (see families/bgmv2.py)."""
         raise Unavailable(f'prediction for {self.name} is not available yet')
+
+    def predict(self, cfg, model, backend, load):
+        """predict.py: every input of a PredictConfig -> inference.predict.Summary. The matting flow (images and
+        clips through the family's runner); `load(model)` gives the network."""
+        from inference.predict import predict
+        wanted = set(cfg.output_types) | {'pha', 'fgr'}
+        return predict(cfg, lambda frames: self.runner(model, load(model), backend, frames, wanted), self.partner,
+                       cfg.batch_size if self.partner else cfg.seq_chunk)
 
     def example_inputs(self, n, h, w, rng):
         """Random (frames, partner) of a runner for the speed test: N x H x W x 3 images and the partner input

@@ -1,19 +1,32 @@
 """Semi-supervised video object segmentation: STCN and IMSFR propagate the first frame's object masks through a clip.
 
-Networks and checkpoints only so far: prediction, the DAVIS protocol and training are refused by the base class
-until they are added here (runner, protocols, trainer).
+predict.py segments videos or folders of frames from a first-frame label PNG (inference/vos.py); eval.py scores
+them on DAVIS (evaluation/davis.py).
 """
 from dataclasses import dataclass
 
 from model import IMSFR, STCN
 from model.vos import KEY_BACKBONES
+from utils.options import non_negative_int, option, positive_int
 
-from .base import Family
+from .base import Family, Unavailable
 
 
 @dataclass(frozen=True)
 class VOSOptions:
-    """The released networks have no model options (top-k and the memory interval are inference settings)."""
+    """Inference settings of the memory (the networks themselves have no options). Defaults: the official
+    inference core (top-k 20, a memory frame every 5th frame, 480p); its eval scripts use --top-k 4 --mem-every 6
+    for IMSFR on DAVIS 2017."""
+    top_k: int = option(20, '--top-k', type=positive_int, help='memory positions read per query position')
+    mem_every: int = option(5, '--mem-every', type=positive_int, help='every N-th frame (and the first) is memorised')
+    resolution: int = option(480, '--vos-resolution', type=non_negative_int,
+                             help='short side of the frames the network sees (0: as they are); outputs have the '
+                                  "input's size")
+    max_memory_frames: int = option(64, '--max-memory-frames', type=positive_int,
+                                    help='memory frames kept (the first and the newest): bounds memory on long '
+                                         'videos; official DAVIS / YouTube-VOS settings stay below it')
+    memory_seed: int = option(0, '--memory-seed', type=int,
+                              help="seed of IMSFR's random long-term memory sampling (Python's random), per clip")
 
 
 class VOS(Family):
@@ -23,6 +36,8 @@ class VOS(Family):
     backbones = ('resnet50', 'resnet101')          # the key encoder: stcn resnet50, imsfr resnet101, nothing else
     default_backbone = 'resnet50'
     options = VOSOptions
+    partner = 'mask'
+    protocols = ('davis',)
     # stcn.pth (hkchengrex/STCN) is a bare state_dict; wrapped ones are unwrapped by utils/checkpoint.py
     signatures = (('stcn', 'resnet50', ('key_proj.key_proj.', 'key_encoder.res2.', 'value_encoder.fuser.'), {}),
                   ('imsfr', 'resnet101', ('conv_fusion1v.', 'key_encoder.layer3.22.', 'value_encoder.mask.'), {}))
@@ -33,3 +48,25 @@ class VOS(Family):
             raise ValueError(f"{model.model_type} has a {expected} key encoder: pass --model-backbone {expected}, "
                              f"not {model.backbone}")
         return STCN() if model.model_type == 'stcn' else IMSFR()
+
+    def runner(self, model, network, backend, frames, wanted=None):
+        """first-frame labels -> a ClipSegmenter for that clip (frames in, label maps out)."""
+        from inference.vos import ClipSegmenter
+        if backend.backend not in ('auto', 'dygraph'):
+            raise Unavailable(f'{model.model_type} runs in dygraph only (--backend dygraph)')
+        network.eval()
+        o = model.options
+        return lambda first: ClipSegmenter(network, first, o.top_k, o.mem_every, o.resolution, o.max_memory_frames,
+                                           o.memory_seed)
+
+    def predict(self, cfg, model, backend, load):
+        from inference.vos import segment_video
+        return segment_video(cfg, self.runner(model, load(model), backend, None))
+
+    def outputs(self, model_type):
+        raise Unavailable(f'{model_type} has no single forward pass to name or export: its calls (encode_key, '
+                          f'encode_value, segment_with_query) run through model.vos.InferenceCore')
+
+    def trainer(self, model_type):
+        from training.vos import VOSTraining
+        return VOSTraining(model_type)

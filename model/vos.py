@@ -246,6 +246,11 @@ class STCN(nn.Layer):
         value = self.value_encoder(per_object(frame, k), per_object(kf16, k), masks, other_masks(masks))
         return value.unsqueeze(2)
 
+    def forward(self, frames, masks, selector):
+        """The 3-frame training pass (model/vos_training.py): -> (logits of frames 1, 2), (their probabilities)."""
+        from .vos_training import training_pass
+        return training_pass(self, frames, masks, selector)
+
     def segment_with_query(self, mem_bank, qf8, qf4, qk16, qv16):
         """Memory readout + the query's f16_thin -> the decoder -> K x 1 x H x W probabilities."""
         readout = mem_bank.match_memory(qk16)                              # K x 512 x h x w
@@ -299,6 +304,11 @@ class IMSFR(nn.Layer):
         value = self._value(frame, curframe, kf16, masks)
         return value.unsqueeze(2), self._valuepe(value).unsqueeze(2)
 
+    def forward(self, frames, masks, selector):
+        """The 3-frame training pass (model/vos_training.py): -> (logits of frames 1, 2), (their probabilities)."""
+        from .vos_training import training_pass
+        return training_pass(self, frames, masks, selector)
+
     def segment_with_query(self, mem_bank, qf8, qf4, qk16, qv16):
         readouts = mem_bank.match_memory(qk16)                             # (long, first, local) K x 512 x h x w
         x = paddle.concat(readouts, axis=1)                                # K x 1536 x h x w
@@ -329,6 +339,9 @@ def top_k_readout(mk, mv, qk, top_k):
     values exceed CHUNK_ELEMENTS; the values are gathered instead of multiplied by the sparse affinity."""
     k, cv, ne = mv.shape
     hw = qk.shape[2]
+    if ne < top_k:
+        raise ValueError(f'top-k {top_k} needs at least {top_k} memory positions, the memory has {ne} (frames '
+                         f'smaller than 16 * 16 * top_k pixels need a smaller top_k)')
     values_flat = mv.reshape([k * cv, ne])
     chunk = max(1, min(hw, CHUNK_ELEMENTS // max(ne, k * cv * top_k)))
     out = []
@@ -347,12 +360,13 @@ class MemoryBank:
 
     def __init__(self, k, top_k=20):
         self.num_objects, self.top_k = k, top_k
-        self.CK = self.CV = None
+        self.CK = self.CV = self.frame_positions = None
         self.mem_k = self.mem_v = self.temp_k = self.temp_v = None
 
     def add_memory(self, key, value, is_temp=False):
         """key 1 x CK x 1 x h x w, value K x CV x 1 x h x w."""
         self.temp_k = self.temp_v = None
+        self.frame_positions = key.shape[-2] * key.shape[-1]
         key, value = key.flatten(start_axis=2), value.flatten(start_axis=2)
         if self.mem_k is None:
             self.mem_k, self.mem_v = key, value
@@ -362,6 +376,14 @@ class MemoryBank:
         else:
             self.mem_k = paddle.concat([self.mem_k, key], axis=2)
             self.mem_v = paddle.concat([self.mem_v, value], axis=2)
+
+    def keep_frames(self, n):
+        """Forget the oldest memory frames but the first, down to n frames (bounded memory on long videos)."""
+        hw = self.frame_positions
+        t = self.mem_k.shape[2] // hw
+        if t > n:
+            self.mem_k, self.mem_v = (paddle.concat([m[:, :, :hw], m[:, :, (t - n + 1) * hw:]], axis=2)
+                                      for m in (self.mem_k, self.mem_v))
 
     def match_memory(self, qk):
         """qk 1 x CK x h x w -> readout K x CV x h x w."""
@@ -401,6 +423,13 @@ class IMSFRMemoryBank:
             self.mem_k = paddle.concat([self.mem_k, key], axis=2)
             self.mem_v = paddle.concat([self.mem_v, value], axis=2)
         self.premem_k, self.premem_v = key.flatten(start_axis=2), valuepe
+
+    def keep_frames(self, n):
+        """Forget the oldest memory frames but the first, down to n frames (bounded memory on long videos)."""
+        t = self.mem_k.shape[2]
+        if t > n:
+            self.mem_k, self.mem_v = (paddle.concat([m[:, :, :1], m[:, :, t - n + 1:]], axis=2)
+                                      for m in (self.mem_k, self.mem_v))
 
     def long_term(self):
         """(keys 1 x CK x NE, values K x CV x NE) of the long-term readout."""
@@ -460,64 +489,95 @@ def unpad(x, pad):
 
 class InferenceCore:
     """Propagates the masks of one frame through a clip (the official inference core, STCN's or IMSFR's logic
-    chosen from the network). images 1 x T x 3 x H x W (ImageNet-normalised); `prob` (K+1) x T x 1 x nh x nw
-    float32 at the padded size, `pad` = (lw, uw, lh, uh).
+    chosen from the network; the propagation itself is Propagator's). images 1 x T x 3 x H x W
+    (ImageNet-normalised); `prob` (K+1) x T x 1 x nh x nw float32 at the padded size, `pad` = (lw, uw, lh, uh).
 
     Frames are padded one at a time when they are encoded (the padded clip is never stored), so the core holds
     the caller's images, `prob` ((K+1) * T * nh * nw floats) and the memory bank, which grows by one frame every
     `mem_every` frames (STCN: (64 + K * 512) * nh*nw/256 floats per memory frame; IMSFR: (512 + 2 K * 512) * ...)."""
 
     def __init__(self, net, images, num_objects, top_k=20, mem_every=5, include_last=False):
-        self.prop_net = net
-        self.imsfr = isinstance(net, IMSFR)
-        if self.imsfr and include_last:
-            raise ValueError('IMSFR cannot run with include_last (the official core fails there: its memory bank '
-                             'cannot read a temporary frame)')
-        self.mem_every, self.include_last = mem_every, include_last
         self.images = images if isinstance(images, paddle.Tensor) else paddle.to_tensor(images)
         t, (h, w) = self.images.shape[1], self.images.shape[-2:]
+        if isinstance(net, IMSFR) and t < 2:
+            raise ValueError('IMSFR needs at least 2 frames: a memory value is gated by the frame after it')
+        self.propagator = Propagator(net, num_objects, top_k, mem_every, include_last)
         self.pad = pad_sizes(h, w)
         nh, nw = h + self.pad[2] + self.pad[3], w + self.pad[0] + self.pad[1]
         self.k = num_objects
         self.prob = paddle.zeros([self.k + 1, t, 1, nh, nw], dtype='float32')
         self.prob[0] = 1e-7
-        self.t, self.h, self.w, self.nh, self.nw = t, h, w, nh, nw
-        self.kh, self.kw = nh // 16, nw // 16
-        self.mem_bank = (IMSFRMemoryBank if self.imsfr else MemoryBank)(k=self.k, top_k=top_k)
+
+    @property
+    def mem_bank(self):
+        return self.propagator.mem_bank
 
     def frame(self, idx):
         """Frame idx, padded: 1 x 3 x nh x nw."""
         return pad_divide_by(self.images[:, idx].astype('float32'))[0]
 
-    def encode_key(self, idx):
-        return self.prop_net.encode_key(self.frame(idx))
-
-    def memorise(self, key, qf16, idx, masks, is_temp=False):
-        """Add frame idx (its key 1 x CK x h x w, f16, masks K x 1 x nh x nw soft) to the memory."""
-        if self.imsfr:      # the value is gated by the next frame
-            value, valuepe = self.prop_net.encode_value_and_pe(self.frame(idx), self.frame(idx + 1), qf16, masks)
-            self.mem_bank.add_memory(key.unsqueeze(2), value, valuepe, is_temp=is_temp)
-        else:
-            value = self.prop_net.encode_value(self.frame(idx), qf16, masks)
-            self.mem_bank.add_memory(key.unsqueeze(2), value, is_temp=is_temp)
-
-    def do_pass(self, idx, end_idx):
-        end = end_idx - 1
-        for ti in range(idx + 1, end_idx):
-            k16, qv16, qf16, qf8, qf4 = self.encode_key(ti)
-            out_mask = aggregate(self.prop_net.segment_with_query(self.mem_bank, qf8, qf4, k16, qv16), keep_bg=True)
-            self.prob[:, ti] = out_mask
-            if ti != end:
-                is_mem_frame = ti % self.mem_every == 0
-                if self.include_last or is_mem_frame:
-                    self.memorise(k16, qf16, ti, out_mask[1:], is_temp=not is_mem_frame)
-        return end_idx
-
     @paddle.no_grad()
     def interact(self, mask, frame_idx, end_idx):
         """mask K x 1 x H x W (unpadded) of frame frame_idx; segments frames frame_idx+1 .. end_idx-1 in order."""
         mask = mask if isinstance(mask, paddle.Tensor) else paddle.to_tensor(mask)
-        self.prob[:, frame_idx] = aggregate(pad_divide_by(mask.astype('float32'))[0], keep_bg=True)
-        key_k, _, qf16, _, _ = self.encode_key(frame_idx)
-        self.memorise(key_k, qf16, frame_idx, self.prob[1:, frame_idx])
-        return self.do_pass(frame_idx, end_idx)
+        self.prob[:, frame_idx] = self.propagator.first(self.frame(frame_idx), pad_divide_by(mask)[0], frame_idx)
+        for ti in range(frame_idx + 1, end_idx):
+            self.prob[:, ti] = self.propagator.next(self.frame(ti), last=ti == end_idx - 1)
+        return end_idx
+
+
+class Propagator:
+    """The inference core's propagation for frames that arrive one at a time (a video being read): first(frame,
+    masks) with the first frame's masks, then next(frame) for each later frame -> (K+1) x 1 x nh x nw
+    probabilities. Frames are padded 1 x 3 x nh x nw tensors (pad_divide_by), masks K x 1 x nh x nw.
+
+    The official order: a frame's probabilities are aggregated, and every mem_every-th frame (absolute index, and
+    the first) is memorised from its soft probabilities before the next frame is segmented; IMSFR's memory value
+    is gated by the frame after it, so its memorisation waits for that frame. At most max_memory_frames frames
+    stay in memory (the first and the newest; None: all, the official behaviour)."""
+
+    def __init__(self, net, num_objects, top_k=20, mem_every=5, include_last=False, max_memory_frames=None):
+        self.net, self.imsfr = net, isinstance(net, IMSFR)
+        if self.imsfr and include_last:
+            raise ValueError('IMSFR cannot run with include_last (the official core fails there: its memory bank '
+                             'cannot read a temporary frame)')
+        self.mem_every, self.include_last, self.max_memory_frames = mem_every, include_last, max_memory_frames
+        self.mem_bank = (IMSFRMemoryBank if self.imsfr else MemoryBank)(k=num_objects, top_k=top_k)
+        self.index, self.pending = -1, None
+
+    def memorise(self, frame, key, qf16, masks, is_temp=False, next_frame=None):
+        if self.imsfr:
+            value, valuepe = self.net.encode_value_and_pe(frame, next_frame, qf16, masks)
+            self.mem_bank.add_memory(key.unsqueeze(2), value, valuepe, is_temp=is_temp)
+        else:
+            self.mem_bank.add_memory(key.unsqueeze(2), self.net.encode_value(frame, qf16, masks), is_temp=is_temp)
+        if self.max_memory_frames and not is_temp:
+            self.mem_bank.keep_frames(self.max_memory_frames)
+
+    def remember(self, frame, key, qf16, masks, is_temp=False):
+        """Memorise now (STCN) or when the next frame arrives (IMSFR)."""
+        if self.imsfr:
+            self.pending = (frame, key, qf16, masks, is_temp)
+        else:
+            self.memorise(frame, key, qf16, masks, is_temp)
+
+    def first(self, frame, masks, index=0):
+        """The first frame (at `index` of the clip: memory frames are counted from the clip's start)."""
+        self.index = index
+        prob = aggregate(masks.astype('float32'), keep_bg=True)
+        key, _, qf16, _, _ = self.net.encode_key(frame)
+        self.remember(frame, key, qf16, prob[1:])
+        return prob
+
+    def next(self, frame, last=False):
+        """The probabilities of the next frame; last=True: the clip's last frame, never memorised."""
+        if self.pending is not None:
+            self.memorise(*self.pending[:4], is_temp=self.pending[4], next_frame=frame)
+            self.pending = None
+        self.index += 1
+        k16, qv16, qf16, qf8, qf4 = self.net.encode_key(frame)
+        prob = aggregate(self.net.segment_with_query(self.mem_bank, qf8, qf4, k16, qv16), keep_bg=True)
+        is_mem_frame = self.index % self.mem_every == 0
+        if not last and (self.include_last or is_mem_frame):
+            self.remember(frame, k16, qf16, prob[1:], is_temp=not is_mem_frame)
+        return prob

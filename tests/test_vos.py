@@ -243,6 +243,8 @@ def test_chunked_top_k_readout_is_softmax_w_top(monkeypatch):
     monkeypatch.setattr(vos, 'CHUNK_ELEMENTS', 1000)         # 9 query positions per chunk: 5 chunks
     got = vos.top_k_readout(*(paddle.to_tensor(a.astype(np.float32)) for a in (mk, mv, qk)), 7).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match='top-k 91 needs at least 91 memory positions, the memory has 90'):
+        vos.top_k_readout(*(paddle.to_tensor(a.astype(np.float32)) for a in (mk, mv, qk)), 91)
 
 
 def test_padding_helpers():
@@ -255,6 +257,13 @@ def test_padding_helpers():
     np.testing.assert_array_equal(vos.unpad(padded, pad).numpy(), x.numpy())
 
 
-def test_imsfr_include_last_is_refused(nets):
-    with pytest.raises(ValueError, match='include_last'):
+def test_imsfr_refusals(nets):
+    with pytest.raises(ValueError, match='include_last'):         # the official core fails there
         InferenceCore(nets['imsfr'], paddle.zeros([1, 2, 3, 32, 32]), 1, include_last=True)
+    with pytest.raises(ValueError, match='at least 2 frames'):
+        InferenceCore(nets['imsfr'], paddle.zeros([1, 1, 3, 32, 32]), 1)
+    with pytest.raises(families.Unavailable, match='no single forward pass'):
+        families.FAMILIES['vos'].outputs('imsfr')
+    with pytest.raises(ValueError, match='no temporary memory'):
+        IMSFRMemoryBank(1).add_memory(paddle.zeros([1, 8, 1, 2, 2]), paddle.zeros([1, 4, 1, 2, 2]),
+                                      paddle.zeros([1, 4, 1, 2, 2]), is_temp=True)

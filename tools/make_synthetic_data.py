@@ -12,6 +12,9 @@ aim ({train,valid}/{original,mask,trimap}), rgba ({train,valid}/*.png with alpha
 <out>/backgrounds/{train,valid}/. Layout rvm writes the data of every RVM training pass instead:
 videomatte/{train,valid}/ clips, background_videos/{train,valid}/<clip>/ (a panning background),
 supervisely/{img,seg}/ (segmentation images) and youtubevis/train/ (JPEGImages/<video>/ + instances.json, RLE).
+Layout davis writes video object segmentation clips in the DAVIS 2017 layout: textured shapes moving over a
+panning background, JPEGImages/480p/<seq>/, Annotations/480p/<seq>/ (palette PNGs, one label per shape) and
+ImageSets/2017/{train,val}.txt (--num-train / --num-valid sequences of --frames frames, --size px high).
 
 --demo-from-realdata DIR builds dataset/demo (the shipped demo set) from shared/realdata instead.
 """
@@ -26,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dataset.folders import find_pairs, image_files, read_pair  # noqa: E402
-from utils.io import read_alpha, read_image, to_uint8, write_image  # noqa: E402
+from utils.io import read_alpha, read_image, to_uint8, write_image, write_labels  # noqa: E402
 
 
 # ---------------------------------------------------------------- textures
@@ -197,12 +200,62 @@ def generate_rvm(args, rng, real_bg, real_fg):
                    'categories': [{'id': 26, 'name': 'person'}]}, f)
 
 
+def moving_shapes(rng, h, w, frames, objects, real_bg):
+    """Frames and label maps of `objects` textured ellipses and polygons moving and turning over a panning
+    background (later objects in front)."""
+    background = panning_clip(rng, h, w, frames, real_bg)
+    shapes = []
+    for k in range(objects):
+        size = rng.uniform(0.12, 0.25) * min(h, w)
+        shapes.append(dict(centre=rng.uniform([0.25 * w, 0.25 * h], [0.75 * w, 0.75 * h]),
+                           velocity=rng.uniform(-0.03, 0.03, 2) * (w, h), axes=(size, size * rng.uniform(0.5, 1)),
+                           angle=rng.uniform(0, 180), spin=rng.uniform(-8, 8), texture=texture(rng, h, w),
+                           polygon=rng.random() < 0.5, sides=int(rng.integers(3, 7))))
+    images, labels = [], []
+    for t in range(frames):
+        image, label = background[t].copy(), np.zeros((h, w), np.uint8)
+        for k, shape in enumerate(shapes, 1):
+            cx, cy = shape['centre'] + shape['velocity'] * t
+            angle = shape['angle'] + shape['spin'] * t
+            mask = np.zeros((h, w), np.uint8)
+            if shape['polygon']:
+                a = np.radians(angle) + np.arange(shape['sides']) * 2 * np.pi / shape['sides']
+                points = np.stack([cx + shape['axes'][0] * np.cos(a), cy + shape['axes'][1] * np.sin(a)], axis=1)
+                cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 1)
+            else:
+                cv2.ellipse(mask, (int(cx), int(cy)), tuple(int(a) for a in shape['axes']), angle, 0, 360, 1, -1)
+            image[mask > 0] = shape['texture'][mask > 0]
+            label[mask > 0] = k
+        images.append(image)
+        labels.append(label)
+    return images, labels
+
+
+def generate_davis(args, rng, real_bg):
+    """VOS clips in the DAVIS 2017 layout (see the module docstring): 1 to 3 objects per sequence."""
+    h, w = args.size, round(args.size * 16 / 9)
+    names = {}
+    for split, count in (('train', args.num_train), ('val', args.num_valid)):
+        names[split] = [f'{split}{i:03d}' for i in range(count)]
+        for name in names[split]:
+            images, labels = moving_shapes(rng, h, w, args.frames, int(rng.integers(1, 4)), real_bg)
+            for t, (image, label) in enumerate(zip(images, labels)):
+                write_image(os.path.join(args.out, 'JPEGImages', '480p', name, f'{t:05d}.jpg'), image)
+                write_labels(os.path.join(args.out, 'Annotations', '480p', name, f'{t:05d}.png'), label)
+    os.makedirs(os.path.join(args.out, 'ImageSets', '2017'), exist_ok=True)
+    for split, listed in names.items():
+        with open(os.path.join(args.out, 'ImageSets', '2017', f'{split}.txt'), 'w') as f:
+            f.write(''.join(n + '\n' for n in listed))
+
+
 def generate(args):
     rng = np.random.default_rng(args.seed)
     real_bg = image_files(args.real_bg) if args.real_bg else None
     real_fg = find_pairs(args.real_fg) if args.real_fg else []
     if args.layout == 'rvm':
         return generate_rvm(args, rng, real_bg, real_fg)
+    if args.layout == 'davis':
+        return generate_davis(args, rng, real_bg)
     h = w = args.size
     splits = (('train', args.num_train), ('test' if args.layout == 'videomatte' else 'valid', args.num_valid))
     for split, count in splits:
@@ -260,12 +313,12 @@ def build_demo(realdata, out, long_side=640):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out', required=True)
-    p.add_argument('--layout', default='fgr_pha', choices=['fgr_pha', 'videomatte', 'aim', 'rgba', 'rvm'])
+    p.add_argument('--layout', default='fgr_pha', choices=['fgr_pha', 'videomatte', 'aim', 'rgba', 'rvm', 'davis'])
     p.add_argument('--num-train', type=int, default=40)
     p.add_argument('--num-valid', type=int, default=8)
     p.add_argument('--num-backgrounds', type=int, default=16, help='training backgrounds (a quarter as many for valid)')
     p.add_argument('--size', type=int, default=320, help='side of the synthetic images')
-    p.add_argument('--frames', type=int, default=3, help='frames per clip (videomatte and rvm layouts)')
+    p.add_argument('--frames', type=int, default=3, help='frames per clip (videomatte, rvm and davis layouts)')
     p.add_argument('--real-fg', help='a folder with fgr/ + pha/ whose pairs start the training split')
     p.add_argument('--real-bg', help='a folder of photos to crop backgrounds and textures from')
     p.add_argument('--seed', type=int, default=0)

@@ -107,26 +107,31 @@ def module_adam(network, rates):
     return paddle.optimizer.Adam(learning_rate=1.0, parameters=groups)
 
 
+def pass_step(task, net, optimizer, scaler, inputs, options):
+    """One pass: forward, loss, backward, optimiser step -> (loss, {term: value})."""
+    with paddle.amp.auto_cast(enable=scaler is not None):
+        outputs = task.forward(net, inputs)
+    loss, terms = task.loss(outputs, inputs, options)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    optimizer.clear_grad(set_to_zero=False)   # None, not zeros: Adam must skip what the next pass leaves unused
+    return float(loss), {k: float(v) for k, v in terms.items()}
+
+
 def train_step(task, net, optimizer, scaler, batch, options):
-    """One step: for each of the task's passes a forward, a loss and an optimiser step. Returns (sum of the
-    passes' losses, {prefixed term: value})."""
+    """One step: each of the task's passes (pass_step). Returns (sum of the passes' losses, {prefixed term: value})."""
     total, logged = 0.0, {}
     for prefix, inputs in task.passes(batch, options):
-        with paddle.amp.auto_cast(enable=scaler is not None):
-            outputs = task.forward(net, inputs)
-        loss, terms = task.loss(outputs, inputs, options)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        optimizer.clear_grad(set_to_zero=False)   # None, not zeros: Adam must skip what the next pass leaves unused
-        total += float(loss)
-        logged.update({prefix + k: float(v) for k, v in terms.items()})
+        loss, terms = pass_step(task, net, optimizer, scaler, inputs, options)
+        total += loss
+        logged.update({prefix + k: v for k, v in terms.items()})
         if prefix:
-            logged[prefix + 'total'] = float(loss)
+            logged[prefix + 'total'] = loss
     return total, logged
 
 
