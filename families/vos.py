@@ -19,9 +19,9 @@ class VOSOptions:
     for IMSFR on DAVIS 2017."""
     top_k: int = option(20, '--top-k', type=positive_int, help='memory positions read per query position')
     mem_every: int = option(5, '--mem-every', type=positive_int, help='every N-th frame (and the first) is memorised')
-    resolution: int = option(480, '--vos-resolution', type=non_negative_int,
-                             help='short side of the frames the network sees (0: as they are); outputs have the '
-                                  "input's size")
+    vos_resolution: int = option(480, '--vos-resolution', type=non_negative_int,
+                                 help='short side of the frames the network sees (0: as they are); outputs have the '
+                                      "input's size")
     max_memory_frames: int = option(64, '--max-memory-frames', type=positive_int,
                                     help='memory frames kept (the first and the newest): bounds memory on long '
                                          'videos; official DAVIS / YouTube-VOS settings stay below it')
@@ -56,7 +56,7 @@ class VOS(Family):
             raise Unavailable(f'{model.model_type} runs in dygraph only (--backend dygraph)')
         network.eval()
         o = model.options
-        return lambda first: ClipSegmenter(network, first, o.top_k, o.mem_every, o.resolution, o.max_memory_frames,
+        return lambda first: ClipSegmenter(network, first, o.top_k, o.mem_every, o.vos_resolution, o.max_memory_frames,
                                            o.memory_seed)
 
     def predict(self, cfg, model, backend, load):

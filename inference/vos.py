@@ -178,4 +178,3 @@ def segment_video(cfg, segmenter_for):
                 failures.append(f'{stem}: {e}')
                 tqdm.write(f'error: {stem}: {e}')
     return Summary(len(jobs) - len(failures), skipped, failures, frames, time.time() - start, model_seconds, 0.0)
-
