@@ -40,6 +40,9 @@ class Task:
         """(train dataset, its batch sampler, collate, validation (dataset, [batches], collate) or None, note)."""
         raise NotImplementedError
 
+    def initialise(self, network):
+        """The task's own initialisation of a freshly built network, before any --checkpoint weights are loaded."""
+
     def optimizer(self, network, options):
         raise NotImplementedError
 
@@ -152,6 +155,7 @@ def train(model, data, run, options, task, build):
     resume = checkpoints.find(run.resume) if run.resume else None
     paddle.seed(run.seed)                  # the same initial weights on every rank and in every rerun
     network = build(model)
+    task.initialise(network)
     if model.checkpoint and not resume:
         loaded, skipped = load_weights(network, model.checkpoint)
         log.text(f'{model.checkpoint}: initialised {len(loaded)} of {len(network.state_dict())} tensors '
