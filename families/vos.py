@@ -5,6 +5,8 @@ them on DAVIS (evaluation/davis.py).
 """
 from dataclasses import dataclass
 
+import numpy as np
+
 from model import IMSFR, STCN
 from model.vos import KEY_BACKBONES
 from utils.options import non_negative_int, option, positive_int
@@ -50,14 +52,18 @@ class VOS(Family):
         return STCN() if model.model_type == 'stcn' else IMSFR()
 
     def runner(self, model, network, backend, frames, wanted=None):
-        """first-frame labels -> a ClipSegmenter for that clip (frames in, label maps out)."""
-        from inference.vos import ClipSegmenter
+        """inference.vos.VOSRunner: first-frame labels -> a ClipSegmenter for that clip (frames in, labels out)."""
+        from inference.vos import VOSRunner
         if backend.backend not in ('auto', 'dygraph'):
             raise Unavailable(f'{model.model_type} runs in dygraph only (--backend dygraph)')
         network.eval()
-        o = model.options
-        return lambda first: ClipSegmenter(network, first, o.top_k, o.mem_every, o.vos_resolution, o.max_memory_frames,
-                                           o.memory_seed)
+        return VOSRunner(network, model.options)
+
+    def example_inputs(self, n, h, w, rng):
+        """Random frames and a first-frame label map with two rectangles (the speed test)."""
+        first = np.zeros((h, w), np.uint8)
+        first[h // 8:h // 2, w // 8:w // 2], first[h // 2:h * 7 // 8, w // 2:w * 7 // 8] = 1, 2
+        return rng.random((n, h, w, 3), dtype=np.float32), first
 
     def predict(self, cfg, model, backend, load):
         from inference.vos import segment_video

@@ -85,6 +85,29 @@ class ClipSegmenter:
         return self.lut[prob[:, 0].argmax(axis=0).numpy()]
 
 
+class VOSRunner:
+    """The vos family's runner: called with a clip's first-frame labels it gives the clip's ClipSegmenter.
+    prepare(frames, first) / step(frames) run one clip frame by frame, cycling over `frames` (the speed test)."""
+
+    def __init__(self, network, options):
+        self.network, self.options = network, options
+
+    def __call__(self, first):
+        o = self.options
+        return ClipSegmenter(self.network, first, o.top_k, o.mem_every, o.vos_resolution, o.max_memory_frames,
+                             o.memory_seed)
+
+    def prepare(self, frames, first):
+        self.segmenter, self.t = self(first), 0
+        return frames
+
+    def step(self, frames):
+        frame = frames[self.t % len(frames)]
+        self.t += 1
+        with paddle.no_grad():
+            return self.segmenter(frame)
+
+
 def overlay(frame, labels, alpha=0.5):
     """The frame with each object tinted in its palette colour (uint8 RGB)."""
     colours = DAVIS_PALETTE[labels].astype(np.float32) / 255
