@@ -69,6 +69,11 @@ def paired_frames(image_dir, label_dir):
     return tuple((images[n], labels[n]) for n in sorted(images) if n in labels)
 
 
+def is_video_folder(folder):
+    """A DAVIS or YouTube-VOS layout (else a folder of static images)."""
+    return any(os.path.isdir(os.path.join(folder, d)) for d in ('ImageSets', 'JPEGImages'))
+
+
 def video_listing(folder, split):
     """[Video] of a DAVIS or YouTube-VOS split folder (see the module docstring); ValueError naming what is missing."""
     if os.path.isdir(os.path.join(folder, 'ImageSets')):
@@ -307,10 +312,10 @@ class StaticClips(VideoClips):
 
 
 def class_map(masks):
-    """3 x 2 x S x S target / second masks -> 3 x S x S int64 classes (0 background, 1 target, 2 second)."""
+    """3 x K x S x S target (/ second) masks -> 3 x S x S int64 classes (0 background, 1 target, 2 second)."""
     cls = np.zeros(masks[:, 0].shape, np.int64)
-    cls[masks[:, 0] > 0.5] = 1
-    cls[masks[:, 1] > 0.5] = 2
+    for j in range(masks.shape[1]):
+        cls[masks[:, j] > 0.5] = j + 1
     return cls
 
 
@@ -329,7 +334,7 @@ class ClipCollate:
         frames = np.stack([normalise(s.images).transpose(0, 3, 1, 2) for s in samples]).astype(np.float32)
         masks = np.stack([s.masks[:, :self.objects] for s in samples]).astype(np.float32)
         selector = np.stack([s.selector[:self.objects] for s in samples]).astype(np.float32)
-        classes = np.stack([class_map(s.masks) for s in samples])
+        classes = np.stack([class_map(s.masks[:, :self.objects]) for s in samples])
         step = np.array([s.key[2] if len(s.key) > 2 else 0 for s in samples], np.int64)
         return [np.ascontiguousarray(frames), masks, selector, classes, step]
 

@@ -21,7 +21,7 @@ import paddle.nn.functional as F
 
 from dataset.config import load_roots, parse_names, split_dir
 from dataset.vos_clips import DEFAULT_SCHEDULE, MEAN, STD, VALID_SKIP, ClipCollate, CurriculumSampler, StaticClips, \
-    VideoClips, parse_schedule, static_listing, total_steps, video_listing
+    VideoClips, is_video_folder, parse_schedule, static_listing, total_steps, video_listing
 from model.vos_training import official_init
 from utils.io import DAVIS_PALETTE, to_uint8
 from utils.options import non_negative, non_negative_int, option, ratio
@@ -173,18 +173,25 @@ class VOSTraining(Task):
         return f'{spec}: {len(items)} training {what} (with repeats)'
 
     def validation(self, roots, data, run, options):
-        """(dataset, picks) of fixed validation clips of the names with a valid split, or (None, note)."""
-        items, missing = [], []
+        """(dataset, picks) of fixed validation clips of the names with a valid split, or (None, note). Video
+        folders give video clips in either stage (stage 0 can validate on DAVIS val); else static images."""
+        videos, pairs, missing = [], [], []
         for name, _ in parse_names(self.names(data.valid_dataset_name, options)):
             try:
-                items += self.listing(roots, name, 'valid', options, repeat=False)
+                folder = split_dir(roots, name, 'valid')
+                if is_video_folder(folder):
+                    videos += video_listing(folder, 'valid')
+                else:
+                    pairs += static_listing(folder)
             except ValueError as e:
                 missing.append(str(e))
+        items = videos or pairs
         if not items:
             return None, 'no validation: ' + '; '.join(missing)
         n = min(data.valid_samples, len(items))
         picks = [[(0, i * len(items) // n, 0, VALID_SKIP)] for i in range(n)]
-        return (self.clips(items, data.resolution, run.seed, options, False), picks), ''
+        clips = (VideoClips if videos else StaticClips)(items, data.resolution, run.seed, False)
+        return (clips, picks), ''
 
     def datasets(self, data, run, options, rank, world):
         roots = load_roots(data.dataset_config, data.dataset_root)
