@@ -62,6 +62,12 @@ class Family:
         """(layer to trace, its InputSpecs or None for src and bgr, description for export.json)."""
         raise Unavailable(f'export for {self.name} is not available yet')
 
+    def export_graphs(self, model, network):
+        """([(subfolder, layer, InputSpecs or None, output names)], description for export.json) of tools/export.py:
+        by default the one graph of export_layer, in the output folder itself."""
+        layer, spec, meta = self.export_layer(model, network)
+        return [('', layer, spec, list(self.outputs(model.model_type)._fields))], meta
+
     def trainer(self, model_type):
         """The training task of training/ for this model type."""
         raise Unavailable(f'training for {model_type} is not available yet')

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model import IMSFR, STCN
-from model.vos import KEY_BACKBONES
+from model.vos import KEY_BACKBONES, DecodeStep, GatedValueStep, KeyStep, ValueStep
 from utils.options import non_negative_int, option, positive_int
 
 from .base import Family, Unavailable
@@ -40,6 +40,7 @@ class VOS(Family):
     options = VOSOptions
     partner = 'mask'
     protocols = ('davis',)
+    export_formats = ('json', 'pdmodel')
     # stcn.pth (hkchengrex/STCN) is a bare state_dict; wrapped ones are unwrapped by utils/checkpoint.py
     signatures = (('stcn', 'resnet50', ('key_proj.key_proj.', 'key_encoder.res2.', 'value_encoder.fuser.'), {}),
                   ('imsfr', 'resnet101', ('conv_fusion1v.', 'key_encoder.layer3.22.', 'value_encoder.mask.'), {}))
@@ -64,6 +65,16 @@ class VOS(Family):
         first = np.zeros((h, w), np.uint8)
         first[h // 8:h // 2, w // 8:w // 2], first[h // 2:h * 7 // 8, w // 2:w * 7 // 8] = 1, 2
         return rng.random((n, h, w, 3), dtype=np.float32), first
+
+    def export_graphs(self, model, network):
+        """The per-frame network calls as three graphs (tools/export.py docstring)."""
+        network.eval()
+        imsfr = model.model_type == 'imsfr'
+        value, decode = (GatedValueStep if imsfr else ValueStep)(network), DecodeStep(network)
+        graphs = [('encode_key', KeyStep(network), KeyStep.input_spec(), ['k16', 'f16_thin', 'f16', 'f8', 'f4']),
+                  ('encode_value', value, value.input_spec(), ['value', 'valuepe'] if imsfr else ['value']),
+                  ('decode', decode, decode.input_spec(), ['prob'])]
+        return graphs, {'model_type': model.model_type, 'backbone': model.backbone}
 
     def predict(self, cfg, model, backend, load):
         from inference.vos import segment_video

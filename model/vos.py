@@ -224,6 +224,13 @@ def positional_encoding(x):
     return paddle.concat(parts, axis=1)
 
 
+def decode_readout(decoder, readout, qv16, qf8, qf4):
+    """readout K x 512 x h x w with the query's f16_thin (1 x 512 x h x w, repeated per object), f8, f4 -> the
+    decoder -> K x 1 x H x W probabilities."""
+    qv16 = paddle.expand_as(qv16, readout)
+    return F.sigmoid(decoder(paddle.concat([readout, qv16], axis=1), qf8, qf4))
+
+
 class STCN(nn.Layer):
     """STCN's evaluation network: ResNet-50 key encoder, 64-channel L2 keys, ResNet-18 value encoder, one readout."""
 
@@ -253,9 +260,10 @@ class STCN(nn.Layer):
 
     def segment_with_query(self, mem_bank, qf8, qf4, qk16, qv16):
         """Memory readout + the query's f16_thin -> the decoder -> K x 1 x H x W probabilities."""
-        readout = mem_bank.match_memory(qk16)                              # K x 512 x h x w
-        qv16 = qv16.expand([mem_bank.num_objects] + list(qv16.shape[1:]))
-        return F.sigmoid(self.decoder(paddle.concat([readout, qv16], axis=1), qf8, qf4))
+        return self.decode(mem_bank.match_memory(qk16), qv16, qf8, qf4)
+
+    def decode(self, readout, qv16, qf8, qf4):
+        return decode_readout(self.decoder, readout, qv16, qf8, qf4)
 
 
 class IMSFR(nn.Layer):
@@ -311,12 +319,14 @@ class IMSFR(nn.Layer):
 
     def segment_with_query(self, mem_bank, qf8, qf4, qk16, qv16):
         readouts = mem_bank.match_memory(qk16)                             # (long, first, local) K x 512 x h x w
-        x = paddle.concat(readouts, axis=1)                                # K x 1536 x h x w
-        gate = F.sigmoid(self.mask(x + self.avg_pool(x)))                  # K x 512 x h x w
-        long, first, local = (r * gate + r for r in readouts)
-        fused = long + first + local
-        qv16 = qv16.expand([mem_bank.num_objects] + list(qv16.shape[1:]))
-        return F.sigmoid(self.decoder(paddle.concat([fused, qv16], axis=1), qf8, qf4))
+        return self.decode(paddle.concat(readouts, axis=1), qv16, qf8, qf4)
+
+    def decode(self, readouts, qv16, qf8, qf4):
+        """The three readouts concatenated (K x 1536 x h x w), fused by the gate, + the query's f16_thin -> the
+        decoder -> K x 1 x H x W."""
+        gate = F.sigmoid(self.mask(readouts + self.avg_pool(readouts)))    # K x 512 x h x w
+        long, first, local = (r * gate + r for r in paddle.split(readouts, 3, axis=1))
+        return decode_readout(self.decoder, long + first + local, qv16, qf8, qf4)
 
 
 # ---------------------------------------------------------------- memory
@@ -581,3 +591,65 @@ class Propagator:
         if not last and (self.include_last or is_mem_frame):
             self.remember(frame, k16, qf16, prob[1:], is_temp=not is_mem_frame)
         return prob
+
+
+# ---------------------------------------------------------------- per-frame graphs (tools/export.py)
+
+class KeyStep(nn.Layer):
+    """encode_key of one padded frame: frame 1 x 3 x H x W -> (k16, f16_thin, f16, f8, f4)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, frame):
+        return self.net.encode_key(frame)
+
+    @staticmethod
+    def input_spec():
+        return [paddle.static.InputSpec([1, 3, None, None], 'float32', 'frame')]
+
+
+class ValueStep(nn.Layer):
+    """STCN's value encoder for K objects, the inputs already repeated per object (the graph has no loop over K):
+    frame K x 3 x H x W, f16 K x 1024 x h x w, mask and the sum of the other objects' masks K x 1 x H x W ->
+    value K x 512 x h x w."""
+    inputs = ((3, 'frame'), (1024, 'f16'), (1, 'mask'), (1, 'others'))
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, frame, f16, mask, others):
+        return self.net.value_encoder(frame, f16, mask, others)
+
+    def input_spec(self):
+        return [paddle.static.InputSpec([None, c, None, None], 'float32', name) for c, name in self.inputs]
+
+
+class GatedValueStep(ValueStep):
+    """IMSFR's: the next frame too (K x 3 x H x W, its gate) -> (value, valuepe) K x 512 x h x w."""
+    inputs = ((3, 'frame'), (3, 'next_frame'), (1024, 'f16'), (1, 'mask'), (1, 'others'))
+
+    def forward(self, frame, next_frame, f16, mask, others):
+        value = self.net.value_encoder(frame, next_frame, f16, mask, others)
+        return value, self.net._valuepe(value)
+
+
+class DecodeStep(nn.Layer):
+    """From the memory readout(s) to the object probabilities: readout K x 512 x h x w (IMSFR: the long, first and
+    local readouts concatenated, K x 1536), the query's f16_thin 1 x 512 x h x w, f8, f4 -> K x 1 x H x W."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.imsfr = net, isinstance(net, IMSFR)
+
+    def forward(self, readout, qv16, qf8, qf4):
+        return self.net.decode(readout, qv16, qf8, qf4)
+
+    def input_spec(self):
+        channels = 1536 if self.imsfr else 512
+        return [paddle.static.InputSpec([None, channels, None, None], 'float32', 'readout'),
+                paddle.static.InputSpec([1, 512, None, None], 'float32', 'qv16'),
+                paddle.static.InputSpec([1, 512, None, None], 'float32', 'qf8'),
+                paddle.static.InputSpec([1, 256, None, None], 'float32', 'qf4')]

@@ -120,3 +120,27 @@ def test_davis_protocol_scores_ground_truth_as_perfect_and_runs_a_model(davis, w
     assert json.loads((out / 'summary.json').read_text())['global'] == first
     with pytest.raises(SystemExit, match='other settings'):
         eval_tool.main(args[:-1] + ['480'])
+
+
+def test_exported_per_frame_graphs_equal_dygraph(weights, tmp_path):
+    from inference.backends import create_backend
+    from tools import export
+    assert export.main(['--model-type', 'stcn', '--model-checkpoint', weights, '--output', str(tmp_path)]) == 0
+    meta = json.loads((tmp_path / 'export.json').read_text())
+    assert list(meta['graphs']) == ['encode_key', 'encode_value', 'decode']
+    rng = np.random.default_rng(3)
+    frame = rng.standard_normal((1, 3, 64, 96)).astype(np.float32)
+    masks = (rng.random((2, 1, 64, 96)) > 0.5).astype(np.float32)
+    graph = {name: create_backend('inference', export_dir=str(tmp_path / name)) for name in meta['graphs']}
+    with paddle.no_grad():
+        key = [t.numpy() for t in NET.encode_key(paddle.to_tensor(frame))]
+        value = NET.encode_value(paddle.to_tensor(frame), paddle.to_tensor(key[2]), paddle.to_tensor(masks))
+        readout = paddle.to_tensor(rng.standard_normal((2, 512, 4, 6)).astype(np.float32))
+        prob = NET.decode(readout, *(paddle.to_tensor(key[i]) for i in (1, 3, 4)))
+    for got, want in zip(graph['encode_key'](frame), key):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    others = masks[::-1].copy()                                   # two objects: each one's other is the other
+    got, = graph['encode_value'](np.repeat(frame, 2, 0), np.repeat(key[2], 2, 0), masks, others)
+    np.testing.assert_allclose(got, value.numpy()[:, :, 0], rtol=1e-4, atol=1e-4)
+    got, = graph['decode'](readout.numpy(), key[1], key[3], key[4])
+    np.testing.assert_allclose(got, prob.numpy(), rtol=1e-4, atol=1e-5)

@@ -14,7 +14,11 @@ The refinement options (mode, sample pixels, threshold, kernel size, backbone sc
 graph: export again to change them. Inputs: src, bgr (float32 N x 3 x H x W RGB in [0, 1], H and W
 divisible by 4 for mattingrefine). Outputs as the model's forward: pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm
 (mattingrefine) or pha, fgr, err, hid (mattingbase). RVM (--model-type rvm) takes src, r1..r4 and
-returns fgr, pha, r1..r4, with --downsample-ratio fixed in the graph.
+returns fgr, pha, r1..r4, with --downsample-ratio fixed in the graph. STCN / IMSFR (--model-type stcn|imsfr)
+export their per-frame network calls as three graphs in subfolders: encode_key/ (frame -> k16, f16_thin, f16, f8,
+f4), encode_value/ (frame, next_frame (IMSFR), f16, mask, others per object -> value (and valuepe)) and decode/
+(memory readout, qv16, qf8, qf4 -> object probabilities); the memory read between them (L2 affinity, top-k) is
+the caller's (model/vos.py top_k_readout).
 """
 import argparse
 import json
@@ -68,11 +72,15 @@ def export(model, cfg):
         raise ValueError(f"--format {fmt}: {model.model_type} exports as {' or '.join(spec.export_formats)} only")
     if cfg.onnx and spec.onnx_unavailable:
         raise families.Unavailable(f'ONNX export for {spec.name} is not available yet ({spec.onnx_unavailable})')
-    layer, input_spec, meta = spec.export_layer(model, families.load(model))
-    export_model(layer, cfg.output, fmt, cfg.onnx, cfg.onnx_opset, input_spec)
-    meta.update(format=fmt, inputs=[i.name for i in input_spec or input_spec_of(layer)],
-                outputs=list(spec.outputs(model.model_type)._fields),
-                paddle=paddle.__version__)
+    graphs, meta = spec.export_graphs(model, families.load(model))
+    for folder, layer, input_spec, outputs in graphs:
+        export_model(layer, os.path.join(cfg.output, folder), fmt, cfg.onnx, cfg.onnx_opset, input_spec)
+        described = dict(inputs=[i.name for i in input_spec or input_spec_of(layer)], outputs=outputs)
+        if folder:
+            meta.setdefault('graphs', {})[folder] = described
+        else:
+            meta.update(described)
+    meta.update(format=fmt, paddle=paddle.__version__)
     with atomic_path(os.path.join(cfg.output, 'export.json')) as tmp, open(tmp, 'w', encoding='utf-8') as f:
         json.dump(meta, f, indent=1)
     return meta
