@@ -171,6 +171,73 @@ if [ "$1" = rvm ] || [ "$1" = demo-rvm ]; then
     exit 0
 fi
 
+# Video object segmentation (STCN, IMSFR; spec/vos.md 4): stage 0 on static images, then the main training on
+# DAVIS 2017 train (x5) + YouTube-VOS train from it (the official "s03"), then DAVIS 2017 val J&F:
+#   sh run.sh vos        VOS_MODEL (stcn | imsfr) STATIC_DATASETS (fss,duts_tr,duts_te,ecssd,big_small*5,hrsod_small*5)
+#                        MAIN_DATASETS (davis2017*5,youtubevos) STATIC_STEPS (300000) MAIN_STEPS (150000)
+#                        VOS_BATCH VOS_RESOLUTION (384) VOS_EVAL (data/DAVIS) VOS_ARGS (to train.py) PRETRAIN
+#   sh run.sh demo-vos   the same chain on generated clips of moving textured shapes, on a CPU in a few minutes
+if [ "$1" = vos ] || [ "$1" = demo-vos ]; then
+    if [ "$1" = demo-vos ]; then
+        : "${DEMO_DATA:=data/demo_davis}"
+        if [ ! -d "$DEMO_DATA/JPEGImages" ]; then
+            $PYTHON tools/make_synthetic_data.py --out "$DEMO_DATA" --layout davis --num-train 6 --num-valid 3 \
+                --frames 12 --size 96 --real-bg dataset/demo/backgrounds/train
+        fi
+        : "${RUN:=demo}" "${STATIC_DATASETS:=demo_static}" "${MAIN_DATASETS:=demo_davis}" "${VOS_EVAL:=$DEMO_DATA}"
+        : "${STATIC_STEPS:=10}" "${MAIN_STEPS:=10}" "${VOS_BATCH:=2}" "${VOS_RESOLUTION:=64}" "${NUM_WORKERS:=1}"
+        # random initial weights here (no ImageNet encoders): a higher rate than the official 1e-5
+        : "${VOS_ARGS:=--lr 1e-4}"
+        DEMO_ARGS="--log-interval 1 --image-interval 10 --valid-interval 10 --checkpoint-interval 5"
+        EVAL_ARGS="--top-k 4 --vos-resolution 0"
+    fi
+    : "${RUN:=vos}" "${VOS_MODEL:=stcn}" "${STATIC_DATASETS:=fss,duts_tr,duts_te,ecssd,big_small*5,hrsod_small*5}"
+    : "${MAIN_DATASETS:=davis2017*5,youtubevos}" "${STATIC_STEPS:=300000}" "${MAIN_STEPS:=150000}"
+    : "${VOS_EVAL:=data/DAVIS}" "${CHECKPOINT_DIR:=checkpoint}" "${LOG_DIR:=log}" "${LAUNCH:=$PYTHON}"
+    backbone=resnet50
+    [ "$VOS_MODEL" = imsfr ] && backbone=resnet101
+    PREV=$PRETRAIN
+    # vos_stage NAME STAGE DATASETS STEPS
+    vos_stage() {
+        name=${RUN}_${VOS_MODEL}_$1
+        final=$CHECKPOINT_DIR/$name/final.pdparams
+        common="--model-type $VOS_MODEL --model-backbone $backbone --stage $2 --dataset-name $3"
+        sizes="--max-steps $4"
+        [ -n "$VOS_BATCH" ] && sizes="$sizes --batch-size $VOS_BATCH"
+        [ -n "$VOS_RESOLUTION" ] && sizes="$sizes --resolution $VOS_RESOLUTION"
+        [ -n "$NUM_WORKERS" ] && sizes="$sizes --num-workers $NUM_WORKERS"
+        if [ -f "$final" ]; then
+            echo "== $name: done already ($final; delete it to train again)"
+        elif [ "$4" = 0 ]; then
+            echo "== $name: skipped, 0 steps"
+            return 0
+        elif ! reason=$($PYTHON train.py $common --check-data 2>&1); then
+            echo "== $name: skipped, its data are absent: $(printf '%s\n' "$reason" | tail -n 1)"
+            return 0
+        else
+            echo "== $name: $VOS_MODEL $2 stage on $3 from ${PREV:-scratch} ($(printf '%s\n' "$reason" | tail -n 1))"
+            init=""
+            [ -n "$PREV" ] && init="--checkpoint $PREV"
+            # shellcheck disable=SC2086
+            $LAUNCH train.py $common $sizes --name "$name" --checkpoint-dir "$CHECKPOINT_DIR" --log-dir "$LOG_DIR" \
+                --resume $init $DEMO_ARGS $VOS_ARGS
+        fi
+        PREV=$final
+    }
+    vos_stage static static "$STATIC_DATASETS" "$STATIC_STEPS"
+    vos_stage main main "$MAIN_DATASETS" "$MAIN_STEPS"
+    if [ -z "$PREV" ] || [ ! -f "$PREV" ]; then
+        echo "== no weights to evaluate"
+        exit 0
+    fi
+    echo "== ${RUN}_${VOS_MODEL}: DAVIS J&F on $VOS_EVAL (2017/val)"
+    # shellcheck disable=SC2086
+    $PYTHON eval.py --model-type "$VOS_MODEL" --model-backbone "$backbone" --model-checkpoint "$PREV" \
+        --data-dir "$VOS_EVAL" --output-dir "$LOG_DIR/${RUN}_${VOS_MODEL}_davis" $EVAL_ARGS
+    echo "== weights: $PREV; masks: $LOG_DIR/${RUN}_${VOS_MODEL}_davis/pred; curves: visualdl --logdir $LOG_DIR --language en"
+    exit 0
+fi
+
 if [ "$1" = demo ]; then
     # small crops, a few steps per stage, mobilenetv2; data: synthetic clips in the VideoMatte240K layout
     # (real alphamatting foregrounds + generated hair-like ones) and the shipped real demo set for finetuning
@@ -201,7 +268,7 @@ elif [ "$1" = demo-model ]; then
     : "${NUM_WORKERS:=1}" "${EXPORT:=model/weights/bgmv2_mobilenetv2_demo.pdparams}"
     DEMO_ARGS="--valid-samples 15 --log-interval 10 --image-interval 100 --valid-interval 300 --checkpoint-interval 100"
 elif [ -n "$1" ]; then
-    echo "usage: sh run.sh [demo | demo-model | indexnet | demo-indexnet | rvm | demo-rvm]" >&2
+    echo "usage: sh run.sh [demo | demo-model | indexnet | demo-indexnet | rvm | demo-rvm | vos | demo-vos]" >&2
     exit 2
 fi
 

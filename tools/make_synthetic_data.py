@@ -14,7 +14,8 @@ videomatte/{train,valid}/ clips, background_videos/{train,valid}/<clip>/ (a pann
 supervisely/{img,seg}/ (segmentation images) and youtubevis/train/ (JPEGImages/<video>/ + instances.json, RLE).
 Layout davis writes video object segmentation clips in the DAVIS 2017 layout: textured shapes moving over a
 panning background, JPEGImages/480p/<seq>/, Annotations/480p/<seq>/ (palette PNGs, one label per shape) and
-ImageSets/2017/{train,val}.txt (--num-train / --num-valid sequences of --frames frames, --size px high).
+ImageSets/2017/{train,val}.txt (--num-train / --num-valid sequences of --frames frames, --size px high), and
+static/<seq>.jpg + .png image/mask pairs of the training scenes (VOS stage 0).
 
 --demo-from-realdata DIR builds dataset/demo (the shipped demo set) from shared/realdata instead.
 """
@@ -242,6 +243,9 @@ def generate_davis(args, rng, real_bg):
             for t, (image, label) in enumerate(zip(images, labels)):
                 write_image(os.path.join(args.out, 'JPEGImages', '480p', name, f'{t:05d}.jpg'), image)
                 write_labels(os.path.join(args.out, 'Annotations', '480p', name, f'{t:05d}.png'), label)
+            if split == 'train':        # static pairs for stage 0: one frame per scene, its first object's mask
+                write_image(os.path.join(args.out, 'static', name + '.jpg'), images[0])
+                write_image(os.path.join(args.out, 'static', name + '.png'), (labels[0] == 1).astype(np.float32))
     os.makedirs(os.path.join(args.out, 'ImageSets', '2017'), exist_ok=True)
     for split, listed in names.items():
         with open(os.path.join(args.out, 'ImageSets', '2017', f'{split}.txt'), 'w') as f:
