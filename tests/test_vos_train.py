@@ -223,7 +223,7 @@ def state_dict(path):
 
 def test_killed_run_resumes_to_the_uninterrupted_weights(davis, static, tmp_path):
     common = vos_args(davis, static, tmp_path, '--model-type', 'stcn', '--max-steps', '4', '--checkpoint-interval',
-                      '2', '--keep-checkpoints', '10', '--valid-interval', '1000', '--init-bn-stats', '--lr', '1e-4',
+                      '2', '--keep-checkpoints', '10', '--valid-interval', '1000', '--lr', '1e-4',
                       '--lr-steps', '3', '--ce-warm-start', '1', '--ce-warm-end', '3', '--max-skip-schedule',
                       '0:2,0.5:4', '--resume')
     train.main(common + ['--name', 'whole'])

@@ -8,6 +8,9 @@ frames 0 and 1, full softmax over the memory. Loss: the bootstrapped cross-entro
 frames 1 and 2, summed (per clip: 2 classes when the clip has no second object). Adam (lr 1e-5, weight decay 1e-7
 as L2, the official torch Adam), MultiStep decay x0.1 at --lr-steps; the BatchNorm statistics stay frozen: the
 network is in eval() mode while it trains. Batch 4 per process (official: 8 for stage 0), 384 px crops.
+A network without pretrained weights (BatchNorm statistics still 0 / 1) gets its statistics from the first batch
+(--bn-init auto); the official runs start from ImageNet weights instead. The layers outside the ResNet stages are
+initialised as torch initialises them (model/vos_training.official_init).
 
 `--checkpoint` = the official --load_network (initial weights), `--resume` = --load_model. The step (from the batch
 keys) drives the curriculum, the bootstrapping and the learning rate, so a resumed run continues exactly.
@@ -55,11 +58,11 @@ class VOSTrainOptions:
     ce_warm_end: int = option(70000, '--ce-warm-end', type=non_negative_int,
                               help='step where the share of pixels reaches --ce-top-p (linear from 1)')
     ce_top_p: float = option(0.15, '--ce-top-p', type=ratio, help='share of the hardest pixels after the warm-up')
-    init_bn_stats: bool = option(False, '--init-bn-stats', action='store_true',
-                                 help='at step 0 set the BatchNorm statistics from the first batch (a train-mode '
-                                      'forward without gradients): for networks without pretrained weights, whose '
-                                      'default statistics (0, 1) stay frozen otherwise (not in the official code, '
-                                      'which starts from ImageNet weights)')
+    bn_init: str = option('auto', '--bn-init', choices=('auto', 'batch', 'keep'),
+                          help='the frozen BatchNorm statistics at step 0: batch sets them from the first batch (a '
+                               'train-mode forward without gradients), keep leaves them, auto sets them only while '
+                               'they are the defaults (0, 1) of a network without pretrained weights, where frozen '
+                               'statistics make training diverge (the official code starts from ImageNet weights)')
 
 
 class VOSBatch(NamedTuple):
@@ -110,10 +113,19 @@ def jaccard(pred, true):
     return 1.0 if union == 0 else float(np.logical_and(pred, true).sum() / union)
 
 
+def batch_norms(network):
+    return [m for m in network.sublayers() if isinstance(m, (paddle.nn.BatchNorm2D, paddle.nn.SyncBatchNorm))]
+
+
+def default_statistics(network):
+    """True while every BatchNorm still has its initial running statistics (mean 0, variance 1)."""
+    return all(not m._mean.numpy().any() and (m._variance.numpy() == 1).all() for m in batch_norms(network))
+
+
 def init_batch_norm(network, run):
     """Every BatchNorm's running statistics := those of its input in `run()` (a forward in train mode, no
     gradients); the network is left in eval mode."""
-    layers = [m for m in network.sublayers() if isinstance(m, (paddle.nn.BatchNorm2D, paddle.nn.SyncBatchNorm))]
+    layers = batch_norms(network)
     momenta = [m._momentum for m in layers]
     for m in layers:
         m._momentum = 0.0                  # Paddle: running = momentum * running + (1 - momentum) * batch
@@ -125,6 +137,12 @@ def init_batch_norm(network, run):
         for m, momentum in zip(layers, momenta):
             m._momentum = momentum
         network.eval()
+    world = paddle.distributed.get_world_size()
+    if world > 1:                          # the same statistics on every rank: the mean of theirs
+        for m in layers:
+            for buffer in (m._mean, m._variance):
+                paddle.distributed.all_reduce(buffer)
+                buffer.set_value(buffer / world)
 
 
 # ---------------------------------------------------------------- the task
@@ -246,8 +264,10 @@ class VOSTraining(Task):
         return [('', batch)]
 
     def forward(self, net, batch):
-        if self.train_options is not None and self.train_options.init_bn_stats and int(batch.step[0]) == 0:
-            init_batch_norm(getattr(net, '_layers', net), lambda: net(batch.frames, batch.masks, batch.selector))
+        mode = self.train_options.bn_init if self.train_options is not None else 'keep'
+        network = getattr(net, '_layers', net)
+        if mode != 'keep' and int(batch.step[0]) == 0 and (mode == 'batch' or default_statistics(network)):
+            init_batch_norm(network, lambda: net(batch.frames, batch.masks, batch.selector))
         return net(batch.frames, batch.masks, batch.selector)
 
     def loss(self, outputs, batch, options):
