@@ -186,7 +186,7 @@ class RVM(Family):
     def export_layer(self, model, network):
         ratio = model.options.downsample_ratio
         meta = {'model_type': 'rvm', 'backbone': model.backbone, 'refiner': model.options.refiner,
-                'downsample_ratio': ratio}
+                'downsample_ratio': ratio, 'deploy': model.options.deploy}
         return MattingNetworkStep(network, ratio), None, meta
 
     def trainer(self, model_type):
