@@ -10,6 +10,35 @@ if ROOT not in sys.path:
 DATA = os.path.join(ROOT, 'tests', 'data')
 
 
+def kill_and_resume(train_main, common, out):
+    """Run train.py `common` whole (name 'whole'), then as a subprocess with data-loading workers (name 'killed')
+    SIGKILLed (no clean-up) as soon as its step-2 checkpoint exists, then resumed to the end. Asserts the kill
+    came in time and that both runs end with the same weights; returns (whole, resumed) final state dicts."""
+    import signal
+    import subprocess
+    import time
+    import numpy as np
+    import paddle
+    train_main(common + ['--name', 'whole'])
+    cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *common, '--name', 'killed', '--num-workers', '2']
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = out / 'ck' / 'killed' / 'step-0000002.json'
+    deadline = time.time() + 180
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first.exists() and not (out / 'ck' / 'killed' / 'final.pdparams').exists()
+    train_main(common + ['--name', 'killed'])
+    whole, resumed = ({k: np.asarray(v) for k, v in paddle.load(str(out / 'ck' / n / 'final.pdparams')).items()}
+                      for n in ('whole', 'killed'))
+    assert whole.keys() == resumed.keys()
+    for k in whole:
+        np.testing.assert_allclose(resumed[k], whole[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    assert 'resumed' in (out / 'log' / 'killed' / 'train.log').read_text()
+    return whole, resumed
+
+
 def build_model(model_type, backbone, **options):
     """The untrained network the family registry builds for these options (the tests' shorthand)."""
     import config

@@ -3,10 +3,6 @@ determinism, the pass alternation, the readers of the real layouts, and a killed
 uninterrupted weights."""
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import paddle
@@ -14,6 +10,7 @@ import pytest
 
 import config
 import train
+from conftest import kill_and_resume
 from dataset.motion import CURVES, TRAIN_IMAGEMATTE, MotionAugmentation, augment_clip_segmentation, \
     augment_image_segmentation, ease
 from dataset.segmentation import decode_rle, rle_string_counts, read_mask
@@ -24,7 +21,6 @@ from dataset.passes import StepSampler
 from utils.checkpoint import read_card
 from utils.losses import rvm_matting_loss, rvm_segmentation_loss
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RNG = np.random.default_rng(0)
 
 # ---------------------------------------------------------------- losses: numpy versions of train_loss.py
@@ -261,23 +257,8 @@ def test_killed_run_resumes_mid_epoch_to_the_uninterrupted_state(data, tmp_path)
     common = rvm_args(data, tmp_path, '--train-hr', '--resolution-hr', '96', '--seq-length-hr', '2', '--max-steps',
                       '4', '--checkpoint-interval', '2', '--keep-checkpoints', '10', '--valid-interval', '1000',
                       '--lr-refiner', '2e-4', '--resume')
-    train.main(common + ['--name', 'whole'])
-    cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *common, '--name', 'killed', '--num-workers', '2']
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    first = tmp_path / 'ck' / 'killed' / 'step-0000002.json'
-    deadline = time.time() + 180
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert first.exists() and not (tmp_path / 'ck' / 'killed' / 'final.pdparams').exists()
-    train.main(common + ['--name', 'killed'])
-    whole, resumed = (state_dict(str(tmp_path / 'ck' / n / 'final.pdparams')) for n in ('whole', 'killed'))
-    assert whole.keys() == resumed.keys()
-    for k in whole:
-        np.testing.assert_allclose(resumed[k], whole[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    _, whole = kill_and_resume(train.main, common, tmp_path)
     start = state_dict(str(tmp_path / 'ck' / 'whole' / 'step-0000002.pdparams'))
     assert not np.allclose(start['refiner.box_filter.weight'], whole['refiner.box_filter.weight'])   # HR pass
     state = json.loads((tmp_path / 'ck' / 'killed' / 'step-0000004.json').read_text())
     assert (state['step'], state['epoch'], state['batch']) == (4, 0, 4)          # mid-epoch: 8 clips per epoch
-    assert 'resumed' in (tmp_path / 'log' / 'killed' / 'train.log').read_text()

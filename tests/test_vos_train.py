@@ -3,10 +3,6 @@ max-skip curriculum, seeded augmentations, the two-object selector and classes, 
 networks, both stages) and a SIGKILLed run resuming to the uninterrupted weights. Tiny sizes: 32 px crops, batch 1."""
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import paddle
@@ -14,6 +10,7 @@ import pytest
 
 import config
 import train
+from conftest import kill_and_resume
 from dataset import vos_clips
 from dataset.vos_clips import DEFAULT_SCHEDULE, ClipCollate, CurriculumSampler, StaticClips, VideoClips, \
     class_map, frame_indices, max_skip_at, parse_schedule, pick_objects, static_listing, video_listing
@@ -24,7 +21,6 @@ from training.vos import top_share, vos_loss
 from utils.checkpoint import read_card
 from utils.io import read_labels, write_image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
 
 
@@ -226,21 +222,7 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(davis, static, tmp_path
                       '2', '--keep-checkpoints', '10', '--valid-interval', '1000', '--lr', '1e-4',
                       '--lr-steps', '3', '--ce-warm-start', '1', '--ce-warm-end', '3', '--max-skip-schedule',
                       '0:2,0.5:4', '--resume')
-    train.main(common + ['--name', 'whole'])
-    cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *common, '--name', 'killed', '--num-workers', '2']
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    first = tmp_path / 'ck' / 'killed' / 'step-0000002.json'
-    deadline = time.time() + 180
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert first.exists() and not (tmp_path / 'ck' / 'killed' / 'final.pdparams').exists()
-    train.main(common + ['--name', 'killed'])
-    whole, resumed = (state_dict(str(tmp_path / 'ck' / n / 'final.pdparams')) for n in ('whole', 'killed'))
-    assert whole.keys() == resumed.keys()
-    for k in whole:
-        np.testing.assert_allclose(resumed[k], whole[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    whole, _ = kill_and_resume(train.main, common, tmp_path)
     start = state_dict(str(tmp_path / 'ck' / 'whole' / 'step-0000002.pdparams'))
     name = 'key_encoder.bn1._mean'
     assert np.abs(start[name]).max() > 0 and np.array_equal(start[name], whole[name])   # set at step 0, then frozen
