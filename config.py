@@ -97,6 +97,16 @@ def _family_defaults(attribute):
     return ', '.join(f"{f.name} {getattr(f, attribute)}" for f in families.FAMILIES.values())
 
 
+def _backbone_defaults():
+    """'bgmv2 mobilenetv2, ..., stcn resnet50, imsfr resnet101': per family, or per model type where they differ."""
+    parts = []
+    for f in families.FAMILIES.values():
+        chosen = {t: f.backbone_for(t) for t in f.model_types}
+        parts += [f"{f.name} {f.default_backbone}"] if len(set(chosen.values())) == 1 else \
+            [f"{t} {b}" for t, b in chosen.items()]
+    return ', '.join(parts)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which network, its weights and where it runs; `options` is the family's options dataclass."""
@@ -107,7 +117,7 @@ class ModelConfig:
     backbone: str = option(None, '--model-backbone', choices=families.BACKBONES,
                            help='encoder: ' + '; '.join(f"{', '.join(f.backbones)} for {f.name}"
                                                         for f in families.FAMILIES.values()),
-                           default_help=_family_defaults('default_backbone') +
+                           default_help=_backbone_defaults() +
                            ", or the checkpoint's card")
     checkpoint: Optional[str] = option(None, '--model-checkpoint', metavar='PATH',
                                        help='weights: a .pdparams of this project or an official PyTorch .pth '
@@ -153,7 +163,7 @@ def resolve_model(args, read_card, overrides=None, demo=True):
     card = read_card(checkpoint) if checkpoint else {}
     model_type = model_type or card.get('model_type') or DEFAULT_MODEL_TYPE
     spec = families.family_of(model_type)
-    backbone = args.backbone or card.get('backbone') or spec.default_backbone
+    backbone = args.backbone or card.get('backbone') or spec.backbone_for(model_type)
     if backbone not in spec.backbones:
         raise ValueError(f"backbone {backbone} does not fit --model-type {model_type}; use one of "
                          f"{', '.join(spec.backbones)}")

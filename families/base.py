@@ -28,6 +28,10 @@ class Family:
     signatures = ()             # (model_type, backbone, key prefixes that must all occur, options) per layout
     strict_loading = {}         # backbone -> prefixes of the only checkpoint entries its network may skip
 
+    def backbone_for(self, model_type):
+        """The backbone a model type gets when none is given."""
+        return self.default_backbone
+
     def build(self, model):
         """ModelConfig -> the untrained network."""
         raise Unavailable(f'{self.name} has no networks yet')

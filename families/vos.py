@@ -45,6 +45,9 @@ class VOS(Family):
     signatures = (('stcn', 'resnet50', ('key_proj.key_proj.', 'key_encoder.res2.', 'value_encoder.fuser.'), {}),
                   ('imsfr', 'resnet101', ('conv_fusion1v.', 'key_encoder.layer3.22.', 'value_encoder.mask.'), {}))
 
+    def backbone_for(self, model_type):
+        return KEY_BACKBONES[model_type]
+
     def build(self, model):
         expected = KEY_BACKBONES[model.model_type]
         if model.backbone != expected:

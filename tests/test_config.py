@@ -88,7 +88,8 @@ def test_predict_and_eval_help_defaults_are_the_resolved_ones(family, cardless):
         parser = tool.parser()
         args = parser.parse_args(['--model-type', spec.model_types[-1], '--model-checkpoint', cardless])
         model = config.resolve_model(args, read_card)
-        assert (model.family, model.backbone, model.checkpoint) == (family, spec.default_backbone, cardless)
+        assert (model.family, model.backbone, model.checkpoint) == (family, spec.backbone_for(model.model_type),
+                                                                    cardless)
         run = config.fill(config.PredictConfig if tool is predict else config.EvalConfig, args)
         keys = {family, model.model_type}
         n = check(parser, [model, model.options, config.resolve_backend(args, model), run], keys,
