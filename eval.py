@@ -1,10 +1,11 @@
-"""Evaluate a matting model, or existing predictions, with the reference metrics of one of two protocols.
+"""Evaluate a model, or existing predictions, with the reference metrics of its protocol.
 
     python3 eval.py                                    # demo model on PhotoMatte85 + validation backgrounds
     python3 eval.py --model-backbone resnet50 --model-checkpoint pytorch_resnet50.pth
     python3 eval.py --pred-dir other_method/           # score existing mattes, no model
     python3 eval.py --model-type rvm --model-checkpoint rvm_mobilenetv3.pth --data-dir videomatte_512x288
     python3 eval.py --data-dir videomatte_1920x1080 --pred-dir rvm_hd/ --hr
+    python3 eval.py --model-type stcn --model-checkpoint stcn.pth --data-dir DAVIS --image-set 2017/val
 
 IMAGE PROTOCOL (BGMv2, PhotoMatte85): the Deep Image Matting metrics (SAD, MSE, Grad, Conn over the
 trimap's unknown region, scaled as the official MATLAB evaluation reports them) plus the foreground MSE.
@@ -43,7 +44,16 @@ paper reports for 1920x1080.
 Output (<output-dir>): per-frame `frames.csv`, per-clip means `clips.csv`, `summary.json`, and with
 --save-pred `pred/<clip>/pha/` + `pred/<clip>/fgr/` (which --pred-dir accepts).
 
-Both: `settings.json` records what the numbers depend on; a rerun with the same settings skips the images or
+DAVIS PROTOCOL (STCN, IMSFR; --protocol davis, the default for --model-type stcn|imsfr): semi-supervised video
+object segmentation scored as the DAVIS 2017 toolkit scores it. --data-dir is a DAVIS root (ImageSets/<year>/,
+JPEGImages/480p/, Annotations/480p/), --image-set the list to score (2017/val). Model mode segments every
+sequence from its first annotation into <output-dir>/pred/<seq>/<frame>.png (sequences already complete there
+are not redone); prediction mode scores <pred-dir>/<seq>/<frame>.png. Per object: J (region IoU) and F
+(boundary F-measure) over the frames but the first and the last, their mean, recall and decay; J&F-Mean is the
+mean of J-Mean and F-Mean over all objects. Output: global_results-<split>.csv, per-sequence_results-<split>.csv,
+sequences.csv, summary.json.
+
+All: `settings.json` records what the numbers depend on; a rerun with the same settings skips the images or
 clips already scored (other settings need another --output-dir). Exit status 1 if any image or clip could
 not be scored (each is reported with the file at fault and listed in summary.json).
 """
