@@ -3,14 +3,14 @@
 Stages (--stage): `static` = stage 0, 3-frame clips made from static images and their masks (FSS-1000, DUTS,
 ECSSD, BIG, HRSOD), a single object; `main` = stage 3 (after stage 0) or 2 (after BL30K), 3-frame clips of
 DAVIS 2017 train (x5) and YouTube-VOS train with the max-skip curriculum, two objects (dataset/vos_clips.py).
-The pass is model/vos_training.py: frame 0 with its true masks -> frame 1 from a memory of frame 0 -> frame 2 from
+The pass is model/vos.py training_pass: frame 0 with its true masks -> frame 1 from a memory of frame 0 -> frame 2 from
 frames 0 and 1, full softmax over the memory. Loss: the bootstrapped cross-entropy over the aggregated logits of
 frames 1 and 2, summed (per clip: 2 classes when the clip has no second object). Adam (lr 1e-5, weight decay 1e-7
 as L2, the official torch Adam), MultiStep decay x0.1 at --lr-steps; the BatchNorm statistics stay frozen: the
 network is in eval() mode while it trains. Batch 4 per process (official: 8 for stage 0), 384 px crops.
 A network without pretrained weights (BatchNorm statistics still 0 / 1) gets its statistics from the first batch
 (--bn-init auto); the official runs start from ImageNet weights instead. The layers outside the ResNet stages are
-initialised as torch initialises them (model/vos_training.official_init).
+initialised as torch initialises them (model/vos.py official_init).
 
 `--checkpoint` = the official --load_network (initial weights), `--resume` = --load_model. The step (from the batch
 keys) drives the curriculum, the bootstrapping and the learning rate, so a resumed run continues exactly.
@@ -25,7 +25,7 @@ import paddle.nn.functional as F
 from dataset.config import load_roots, parse_names, split_dir
 from dataset.vos_clips import DEFAULT_SCHEDULE, MEAN, STD, VALID_SKIP, ClipCollate, CurriculumSampler, StaticClips, \
     VideoClips, is_video_folder, parse_schedule, static_listing, total_steps, video_listing
-from model.vos_training import official_init
+from model.vos import official_init
 from utils.io import DAVIS_PALETTE, to_uint8
 from utils.options import non_negative, non_negative_int, option, ratio
 
