@@ -153,7 +153,7 @@ class RVMTraining(Task):
             notes.append(f'segmentation clips {options.seg_clip_name} left out: {e}')
         return clips, ImageSegmentation(rows, data.resolution) if rows else None, notes
 
-    def sources(self, data, run, options):
+    def sources(self, data, options):
         """{tag: dataset} of the training passes, and notes on what is left out."""
         roots = load_roots(data.dataset_config, data.dataset_root)
         probabilities = TRAIN_IMAGEMATTE if options.matting_layout == 'imagematte' else TRAIN_VIDEOMATTE
@@ -170,12 +170,12 @@ class RVMTraining(Task):
         return sources, notes
 
     def describe_data(self, data, options):
-        sources, notes = self.sources(data, None, options)
+        sources, notes = self.sources(data, options)
         return '; '.join([f'{data.dataset_name}: {len(sources["lr"])} training clips'] +
                          [f'{tag}: {len(d)} samples' for tag, d in sources.items() if tag != 'lr'] + notes)
 
     def datasets(self, data, run, options, rank, world):
-        sources, notes = self.sources(data, run, options)
+        sources, notes = self.sources(data, options)
         if len(sources['lr']) < run.batch_size * world:
             raise ValueError(f'{data.dataset_name}: {len(sources["lr"])} clips, fewer than one batch of '
                              f'{run.batch_size} per process')
