@@ -121,3 +121,15 @@ def test_data_errors_name_the_dataset_and_path(data, tmp_path, capsys):
     *_, options, task = resolve(argv + ['--lr-backbone', '0', '--lr-aspp', '0', '--lr-decoder', '0'])
     with pytest.raises(ValueError, match='every learning rate is 0'):
         task.optimizer(build_model('mattingbase', 'mobilenetv2'), options)
+
+
+def test_training_benchmark_splits_a_real_step(monkeypatch):
+    """tools/bench_train.py --split times forward, losses, backward and Adam of the real step, and the official
+    comparison says why it cannot run instead of failing (torch is never installed by this project)."""
+    from tools import bench_train, speed_test
+    monkeypatch.setattr(speed_test, 'import_official', lambda path: (None, f'{path}: not available here'))
+    ours, official = bench_train.bench_step('mattingbase', None, 64, 2, 2, 'cpu', split=True, compare_torch='/nowhere')
+    assert list(ours['parts']) == ['forward', 'loss', 'backward', 'optimizer']
+    assert all(v > 0 for v in ours['parts'].values())
+    assert sum(ours['parts'].values()) == pytest.approx(ours['sec_per_iter'], rel=0.2)
+    assert official == {'what': '--compare-torch: /nowhere: not available here'}
