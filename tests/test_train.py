@@ -133,3 +133,23 @@ def test_training_benchmark_splits_a_real_step(monkeypatch):
     assert all(v > 0 for v in ours['parts'].values())
     assert sum(ours['parts'].values()) == pytest.approx(ours['sec_per_iter'], rel=0.2)
     assert official == {'what': '--compare-torch: /nowhere: not available here'}
+
+
+@pytest.mark.parametrize('freeze', [False, True])
+def test_frozen_bn_statistics_stay_while_the_weights_train(freeze):
+    """--freeze-bn-statistics: a training pass changes the weights (BN scale and shift too) but no running mean
+    or variance; without it the statistics move."""
+    from training.loop import pass_step
+    _, _, run, options, task = resolve(['--model-type', 'mattingbase', '--device', 'cpu', '--batch-size', '2'] +
+                                       (['--freeze-bn-statistics'] if freeze else []))
+    paddle.seed(0)
+    net = build_model('mattingbase', 'mobilenetv2')
+    task.train_mode(net, False, options)
+    before = {k: v.numpy().copy() for k, v in net.state_dict().items()}
+    inputs = [paddle.rand([2, c, 64, 64]) for c in (1, 3, 3, 3)]
+    pass_step(task, net, task.optimizer(net, options), None, inputs, options)
+    after = net.state_dict()
+    moved = {k for k in before if not np.array_equal(before[k], after[k].numpy())}
+    statistics = {k for k in before if k.endswith(('_mean', '_variance'))}
+    assert statistics and ('backbone.features.0.1.weight' in moved) and ('aspp.project.1.bias' in moved)
+    assert (moved & statistics == set()) if freeze else (statistics <= moved)

@@ -55,6 +55,10 @@ class BGMv2TrainOptions:
     loss_fgr: float = loss_option('fgr', 'L1 foreground')
     loss_err: float = loss_option('err', 'error-map MSE')
     loss_laplacian: float = loss_option('laplacian', 'Laplacian-pyramid alpha (not in the official code)')
+    freeze_bn_statistics: bool = option(False, '--freeze-bn-statistics', action='store_true',
+                                        help='BatchNorm layers normalise with their running statistics and keep '
+                                             'them (scale and shift still train): for fine-tuning with small '
+                                             'batches (the official code updates them)')
 
 
 class BGMv2Training(Task):
@@ -110,9 +114,13 @@ class BGMv2Training(Task):
     def train_mode(self, network, single_sample, options):
         """network.train(), except the BN of ASPP's image-pooling branch when a device holds one sample:
         it would normalise a single value per channel (torch refuses; Paddle returns garbage), so it keeps
-        using its running statistics."""
+        using its running statistics; with --freeze-bn-statistics every BN does."""
         network.train()
-        if single_sample:
+        if options.freeze_bn_statistics:
+            for layer in network.sublayers():
+                if isinstance(layer, paddle.nn.BatchNorm2D):
+                    layer.eval()
+        elif single_sample:
             network.aspp.convs[-1][2].eval()
 
     def single_sample_note(self):
