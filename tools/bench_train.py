@@ -5,17 +5,20 @@
     python3 tools/bench_train.py --data                 # also the data pipeline (one worker) on the demo set
     python3 tools/bench_train.py --configs rvm:512:1 --train-args "--train-hr --seq-length-lr 15"   # RVM stage 3
     python3 tools/bench_train.py --configs mattingbase:256:4 --split --compare-torch ../BackgroundMattingV2
+    python3 tools/bench_train.py --configs rvm:256:1 --train-args "--seq-length-lr 4" --compare-torch ../RVM
 
 RVM steps are timed per pass (low-resolution matting, high-resolution matting with --train-hr, segmentation clip),
 at the lengths and high-resolution size train.py resolves from --train-args.
 Each configuration runs in its own process so that its peak resident memory (ru_maxrss) is its own.
 Inputs are random tensors at the full crop size (the largest crop of the official 256-511 / 1024-2044 ranges).
 --split also times the parts of a step: forward, losses, backward, optimiser (Adam).
---compare-torch PATH (BGMv2) times the official model's training step on the same inputs in the same process,
-after ours: its network, the losses of the official train_base.py / train_refine.py (L1 alpha, Sobel L1, masked
-foreground L1, error MSE; kornia's Sobel written with torch convolutions; the Laplacian term this project adds
-has no official counterpart, so compare with --train-args "--loss-laplacian 0"), Adam with the same learning
-rates. Torch is never a dependency of this project: without it the comparison is skipped with a message.
+--compare-torch PATH (the official repository's folder) times the official model's training step on the same
+inputs in the same process, after ours, with Adam at the same learning rates. BGMv2: its network and the losses
+of train_base.py / train_refine.py (L1 alpha, Sobel L1, masked foreground L1, error MSE; kornia's Sobel written
+with torch convolutions; the Laplacian term this project adds has no official counterpart, so compare with
+--train-args "--loss-laplacian 0"). RVM: MattingNetwork and train_loss.py's matting loss (L1, Laplacian pyramid,
+coherence) and segmentation BCE, one row per pass. Torch is never a dependency of this project: without it the
+comparison is skipped with a message.
 """
 import argparse
 import json
@@ -105,7 +108,7 @@ def bench_step(model_type, backbone, size, batch, iters, device, train_args=(), 
         rows.append(row(f"{model_type} {model.backbone} {prefix.rstrip('_') or 'step'} {shape} batch {batch}",
                         seconds, batch, spent if split else None))
     if compare_torch:
-        rows.append(official_row(compare_torch, model, options, [t.numpy() for t in tensors], iters, split))
+        rows += official_rows(compare_torch, model, options, [t.numpy() for t in tensors], iters, split)
     return rows
 
 
@@ -114,32 +117,54 @@ def row(what, seconds, batch, parts=None):
             'parts': parts}
 
 
-def official_row(path, model, options, arrays, iters, split):
-    """The official BGMv2 training step (see the module doc) on the same [true_pha, true_fgr, src, bgr], or a row
-    holding the reason it cannot run."""
+def official_rows(path, model, options, arrays, iters, split):
+    """The official training step (see the module doc) on the same arrays, a row per pass, or one row holding the
+    reason it cannot run."""
     from tools.speed_test import import_official
     package, why = import_official(path)
-    if package is None or model.model_type not in ('mattingbase', 'mattingrefine'):
-        return {'what': f"--compare-torch: {why or 'wired for BGMv2 (mattingbase, mattingrefine) only'}"}
+    bgmv2, rvm = (official_bgmv2, 'MattingRefine'), (official_rvm, 'MattingNetwork')
+    build, needs = {'mattingbase': bgmv2, 'mattingrefine': bgmv2, 'rvm': rvm}.get(model.model_type, (None, None))
+    if package is not None and not hasattr(package, needs or '-'):
+        why = f'{path} has no official {model.model_type} model'
+    if package is None or why:
+        return [{'what': f'--compare-torch: {why}'}]
     import torch
-    import torch.nn.functional as F
     torch.set_num_threads(2)
     torch.manual_seed(0)
+    groups, passes = build(package, model, options, [torch.from_numpy(a) for a in arrays])
+    optimizer = torch.optim.Adam(groups)
+    rows = []
+    for what, batch, forward, loss in passes:
+        state = {}
+        parts = {'forward': lambda: state.update(outputs=forward()),
+                 'loss': lambda: state.update(loss=loss(state['outputs'])),
+                 'backward': lambda: state['loss'].backward(),
+                 'optimizer': lambda: (optimizer.step(), optimizer.zero_grad())}
+        if not split:
+            calls = list(parts.values())
+            parts = {'step': lambda: [call() for call in calls]}
+        spent, seconds = timed_parts(parts, iters)
+        rows.append(row(f"official torch {torch.__version__.split('+')[0]} {what}", seconds, batch,
+                        spent if split else None))
+    return rows
+
+
+def official_bgmv2(package, model, options, tensors):
+    """The official MattingBase / MattingRefine with train_base.py / train_refine.py's losses:
+    ([Adam groups], [(what, batch, forward, loss)])."""
+    import torch
+    import torch.nn.functional as F
     o = model.options
     refine = model.model_type == 'mattingrefine'
     net = package.MattingRefine(model.backbone, o.backbone_scale, o.refine_mode, o.refine_sample_pixels,
                                 o.refine_threshold, o.refine_kernel_size) if refine else package.MattingBase(
                                     model.backbone)
     net.train()
-    if arrays[0].shape[0] == 1:
+    true_pha, true_fgr, src, bgr = tensors
+    if len(src) == 1:
         net.aspp.convs[-1][2].eval()                    # as train.py: no batch statistics of a 1 x 1 map
-    groups = [{'params': net.backbone.parameters(), 'lr': options.lr_backbone},
-              {'params': net.aspp.parameters(), 'lr': options.lr_aspp},
-              {'params': net.decoder.parameters(), 'lr': options.lr_decoder}]
-    if refine:
-        groups.append({'params': net.refiner.parameters(), 'lr': options.lr_refiner})
-    optimizer = torch.optim.Adam(groups)
-    true_pha, true_fgr, src, bgr = (torch.from_numpy(a) for a in arrays)
+    groups = [{'params': getattr(net, name).parameters(), 'lr': getattr(options, f'lr_{name}')}
+              for name in ('backbone', 'aspp', 'decoder') + (('refiner',) if refine else ())]
     kx = torch.tensor([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=torch.float32) / 8
 
     def sobel(x):                                       # kornia.filters.sobel of a 1-channel map
@@ -151,38 +176,74 @@ def official_row(path, model, options, arrays, iters, split):
         mask = t_pha != 0
         return F.l1_loss(pha, t_pha) + F.l1_loss(sobel(pha), sobel(t_pha)) + F.l1_loss(fgr * mask, t_fgr * mask)
 
-    state = {}
+    def resize(x, like):
+        return F.interpolate(x, like.shape[2:], mode='bilinear', align_corners=False)
 
-    def forward():
-        state['outputs'] = net(src, bgr)
-
-    def loss():
+    def loss(outputs):
         if refine:                                      # train_refine.compute_loss
-            pha, fgr, pha_sm, fgr_sm, err_sm = state['outputs'][:5]
-            t_pha_sm = F.interpolate(true_pha, pha_sm.shape[2:], mode='bilinear', align_corners=False)
-            t_fgr_sm = F.interpolate(true_fgr, pha_sm.shape[2:], mode='bilinear', align_corners=False)
-            t_err = torch.abs(F.interpolate(pha_sm, true_pha.shape[2:], mode='bilinear', align_corners=False)
-                              - true_pha)
-            err = F.interpolate(err_sm, true_pha.shape[2:], mode='bilinear', align_corners=False)
-            state['loss'] = (terms(pha, fgr, true_pha, true_fgr) + terms(pha_sm, fgr_sm, t_pha_sm, t_fgr_sm)
-                             + F.mse_loss(err, t_err))
-        else:                                           # train_base.compute_loss
-            pha, fgr, err = state['outputs'][:3]
-            state['loss'] = terms(pha, fgr, true_pha, true_fgr) + F.mse_loss(err, torch.abs(pha.detach() - true_pha))
+            pha, fgr, pha_sm, fgr_sm, err_sm = outputs[:5]
+            t_pha_sm, t_fgr_sm = resize(true_pha, pha_sm), resize(true_fgr, pha_sm)
+            return (terms(pha, fgr, true_pha, true_fgr) + terms(pha_sm, fgr_sm, t_pha_sm, t_fgr_sm)
+                    + F.mse_loss(resize(err_sm, true_pha), torch.abs(resize(pha_sm, true_pha) - true_pha)))
+        pha, fgr, err = outputs[:3]                     # train_base.compute_loss
+        return terms(pha, fgr, true_pha, true_fgr) + F.mse_loss(err, torch.abs(pha.detach() - true_pha))
+    size = 'x'.join(str(d) for d in src.shape[2:])
+    return groups, [(f'{model.model_type} {model.backbone} {size} batch {len(src)}', len(src),
+                     lambda: net(src, bgr), loss)]
 
-    def backward():
-        state['loss'].backward()
 
-    def optimise():
-        optimizer.step()
-        optimizer.zero_grad()
-    parts = {'forward': forward, 'loss': loss, 'backward': backward, 'optimizer': optimise}
-    if not split:
-        parts = {'step': lambda: [call() for call in (forward, loss, backward, optimise)]}
-    spent, seconds = timed_parts(parts, iters)
-    size = 'x'.join(str(d) for d in arrays[0].shape[2:])
-    return row(f"official torch {torch.__version__.split('+')[0]} {model.model_type} {model.backbone} {size} batch "
-               f"{arrays[0].shape[0]}", seconds, arrays[0].shape[0], spent if split else None)
+def official_rvm(package, model, options, tensors):
+    """The official MattingNetwork with train_loss.py's matting and segmentation losses, one pass each as
+    train.py's (low-res at ratio 1, high-res at --downsample-ratio-hr, segmentation clip)."""
+    import torch
+    import torch.nn.functional as F
+    net = package.MattingNetwork(model.backbone, model.options.refiner, pretrained_backbone=False).train()
+    groups = [{'params': net.backbone.parameters(), 'lr': options.lr_backbone},
+              {'params': net.aspp.parameters(), 'lr': options.lr_aspp},
+              {'params': list(net.decoder.parameters()) + list(net.project_mat.parameters()) +
+               list(net.project_seg.parameters()), 'lr': options.lr_decoder},
+              {'params': net.refiner.parameters(), 'lr': options.lr_refiner}]
+    gauss = torch.tensor([1., 4., 6., 4., 1.])
+    gauss = (gauss[:, None] * gauss[None]) / 256
+
+    def blur(x):
+        return F.conv2d(F.pad(x, (2, 2, 2, 2), mode='reflect'), gauss.expand(x.shape[1], 1, 5, 5), groups=x.shape[1])
+
+    def pyramid(x, levels=5):
+        out = []
+        for _ in range(levels):
+            x = x[..., :x.shape[-2] // 2 * 2, :x.shape[-1] // 2 * 2]
+            down = blur(x)[..., ::2, ::2]
+            up = torch.zeros_like(x)
+            up[..., ::2, ::2] = down * 4
+            out.append(x - blur(up))
+            x = down
+        return out
+
+    def coherence(pred, true):
+        return 5 * F.mse_loss(pred[:, 1:] - pred[:, :-1], true[:, 1:] - true[:, :-1])
+
+    def matting(true_fgr, true_pha):                    # train_loss.matting_loss
+        def loss(outputs):
+            fgr, pha = outputs[0], outputs[1]
+            levels = zip(pyramid(pha.flatten(0, 1)), pyramid(true_pha.flatten(0, 1)))
+            mask = true_pha.gt(0)
+            return (F.l1_loss(pha, true_pha) + sum(2 ** i * F.l1_loss(a, b) for i, (a, b) in enumerate(levels)) / 5
+                    + coherence(pha, true_pha) + F.l1_loss(fgr * mask, true_fgr * mask)
+                    + coherence(fgr * mask, true_fgr * mask))
+        return loss
+
+    def shape(x):
+        return 'x'.join(str(d) for d in x.shape[1:])
+    clips = [tensors[:3]] + ([tensors[3:6]] if options.train_hr else [])
+    passes = [(f'rvm {model.backbone} {name} {shape(src)}', len(src),
+               lambda src=src, ratio=ratio: net(src, downsample_ratio=ratio), matting(fgr, pha))
+              for name, ratio, (fgr, pha, src) in zip(('lr', 'hr'), (1, options.downsample_ratio_hr), clips)]
+    image, seg = tensors[-2:]
+    passes.append((f'rvm {model.backbone} seg {shape(image)}', len(image),
+                   lambda: net(image, segmentation_pass=True),
+                   lambda outputs: F.binary_cross_entropy_with_logits(outputs[0], seg)))
+    return groups, passes
 
 
 def bench_data(model_type, size, iters):
@@ -253,9 +314,11 @@ def main():
                   f"{r['peak_rss_mb']:12.0f}")
             if r.get('parts'):
                 print('    ' + ', '.join(f'{k} {v:.2f} s' for k, v in r['parts'].items()))
-        if len(rows) > 1 and rows[-1]['what'].startswith('official') and 'sec_per_iter' in rows[-1]:
-            print(f"    ours / official: {rows[0]['sec_per_iter'] / rows[-1]['sec_per_iter']:.2f}x (same inputs, "
-                  f"same process; peak RSS is the process's)")
+        ours = [r for r in rows if not r['what'].startswith(('official', '--compare'))]
+        official = [r for r in rows if r['what'].startswith('official')]
+        if official and len(official) == len(ours):
+            ratios = ', '.join(f"{a['sec_per_iter'] / b['sec_per_iter']:.2f}x" for a, b in zip(ours, official))
+            print(f"    ours / official: {ratios} (same inputs, same process; peak RSS is the process's)")
 
 
 if __name__ == '__main__':
