@@ -120,18 +120,18 @@ def row(what, seconds, batch, parts=None):
 def official_rows(path, model, options, arrays, iters, split):
     """The official training step (see the module doc) on the same arrays, a row per pass, or one row holding the
     reason it cannot run."""
-    from tools.speed_test import import_official
+    from tools.speed_test import import_official, official_network
     package, why = import_official(path)
-    bgmv2, rvm = (official_bgmv2, 'MattingRefine'), (official_rvm, 'MattingNetwork')
-    build, needs = {'mattingbase': bgmv2, 'mattingrefine': bgmv2, 'rvm': rvm}.get(model.model_type, (None, None))
-    if package is not None and not hasattr(package, needs or '-'):
-        why = f'{path} has no official {model.model_type} model'
-    if package is None or why:
+    if package is not None:
+        import torch
+        torch.set_num_threads(2)
+        torch.manual_seed(0)
+        net = official_network(package, model)
+        why = None if net is not None else f'{path} has no official {model.model_type} model'
+    if why:
         return [{'what': f'--compare-torch: {why}'}]
-    import torch
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    groups, passes = build(package, model, options, [torch.from_numpy(a) for a in arrays])
+    build = official_rvm if model.model_type == 'rvm' else official_bgmv2
+    groups, passes = build(net, model, options, [torch.from_numpy(a) for a in arrays])
     optimizer = torch.optim.Adam(groups)
     rows = []
     for what, batch, forward, loss in passes:
@@ -149,16 +149,12 @@ def official_rows(path, model, options, arrays, iters, split):
     return rows
 
 
-def official_bgmv2(package, model, options, tensors):
+def official_bgmv2(net, model, options, tensors):
     """The official MattingBase / MattingRefine with train_base.py / train_refine.py's losses:
     ([Adam groups], [(what, batch, forward, loss)])."""
     import torch
     import torch.nn.functional as F
-    o = model.options
     refine = model.model_type == 'mattingrefine'
-    net = package.MattingRefine(model.backbone, o.backbone_scale, o.refine_mode, o.refine_sample_pixels,
-                                o.refine_threshold, o.refine_kernel_size) if refine else package.MattingBase(
-                                    model.backbone)
     net.train()
     true_pha, true_fgr, src, bgr = tensors
     if len(src) == 1:
@@ -192,12 +188,12 @@ def official_bgmv2(package, model, options, tensors):
                      lambda: net(src, bgr), loss)]
 
 
-def official_rvm(package, model, options, tensors):
+def official_rvm(net, model, options, tensors):
     """The official MattingNetwork with train_loss.py's matting and segmentation losses, one pass each as
     train.py's (low-res at ratio 1, high-res at --downsample-ratio-hr, segmentation clip)."""
     import torch
     import torch.nn.functional as F
-    net = package.MattingNetwork(model.backbone, model.options.refiner, pretrained_backbone=False).train()
+    net.train()
     groups = [{'params': net.backbone.parameters(), 'lr': options.lr_backbone},
               {'params': net.aspp.parameters(), 'lr': options.lr_aspp},
               {'params': list(net.decoder.parameters()) + list(net.project_mat.parameters()) +

@@ -170,23 +170,32 @@ def import_official(path):
     return package, None
 
 
+def official_network(package, model):
+    """The official network of the same type, backbone and options (BGMv2 or RVM), untrained, or None."""
+    o = model.options
+    if model.model_type == 'mattingbase' and hasattr(package, 'MattingBase'):
+        return package.MattingBase(model.backbone)
+    if model.model_type == 'mattingrefine' and hasattr(package, 'MattingRefine'):
+        return package.MattingRefine(model.backbone, o.backbone_scale, o.refine_mode, o.refine_sample_pixels,
+                                     o.refine_threshold, o.refine_kernel_size, o.refine_prevent_oversampling)
+    if model.model_type == 'rvm' and hasattr(package, 'MattingNetwork'):
+        return package.MattingNetwork(model.backbone, o.refiner, pretrained_backbone=False)
+    return None
+
+
 def official_call(package, model, frames, partner, threads):
     """A no-argument call of the official model on the same inputs (RVM: its state carried), or a reason."""
     import torch
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    o = model.options
     tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))      # noqa: E731
-    if model.model_type in ('mattingbase', 'mattingrefine') and hasattr(package, 'MattingRefine'):
-        net = package.MattingBase(model.backbone) if model.model_type == 'mattingbase' else package.MattingRefine(
-            model.backbone, o.backbone_scale, o.refine_mode, o.refine_sample_pixels, o.refine_threshold,
-            o.refine_kernel_size, o.refine_prevent_oversampling)
+    net = official_network(package, model)
+    if net is not None and model.family == 'bgmv2':
         inputs = (tensor(frames), tensor(partner))
         step = lambda: net(*inputs)                                                          # noqa: E731
-    elif model.model_type == 'rvm' and hasattr(package, 'MattingNetwork'):
-        net = package.MattingNetwork(model.backbone, o.refiner, pretrained_backbone=False)
+    elif net is not None:
         src, state = tensor(frames)[None], [None] * 4                     # 1 x T x 3 x H x W: one chunk
-        ratio = o.downsample_ratio or auto_ratio(*frames.shape[1:3])
+        ratio = model.options.downsample_ratio or auto_ratio(*frames.shape[1:3])
 
         def step():
             state[:] = net(src, *state, downsample_ratio=ratio)[2:]
