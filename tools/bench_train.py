@@ -85,12 +85,13 @@ def bench_step(model_type, backbone, size, batch, iters, device, train_args=(), 
     import train
     from training.loop import pass_step
     from utils.checkpoint import read_card
+    from utils.device import set_device
     args = train.parser().parse_args(['--model-type', model_type, '--device', device, '--batch-size', str(batch)] +
                                      (['--model-backbone', backbone] if backbone else []) + list(train_args))
     model = config.resolve_model(args, read_card, demo=False)
     _, run, options = config.resolve_train(args, model)
     task = model.spec.trainer(model.model_type)
-    paddle.set_device(device)
+    set_device(device)                       # train.py's: on CPU also the heap setting of keep_large_blocks
     paddle.seed(0)
     network = model.spec.build(model)
     task.train_mode(network, run.batch_size == 1, options)
