@@ -21,7 +21,7 @@ def keep_large_blocks():
 
 
 def set_device(name):
-    """'cpu' or 'gpu'; a clear error for gpu on a CPU build of Paddle."""
+    """'cpu' or 'gpu'; a clear error for gpu on a CPU build of Paddle. On CPU also keep_large_blocks()."""
     if name == 'gpu' and not paddle.device.is_compiled_with_cuda():
         raise ValueError("--device gpu needs paddlepaddle-gpu (this Paddle is a CPU build); use --device cpu")
     paddle.set_device(name)
