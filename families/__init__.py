@@ -6,6 +6,7 @@ import dataclasses
 
 from utils.checkpoint import load_state_dict, load_weights
 from utils.device import set_device
+from utils.onednn import accelerate
 
 from .base import Family, Unavailable, describe
 from .bgmv2 import BGMv2
@@ -73,6 +74,7 @@ def load(model):
             raise ValueError(f"{model.checkpoint}: does not fit {model.model_type} {model.backbone}: {problem}"
                              f"{_hint(model)}")
     network.eval()
+    accelerate(network, model.device, model.cpu_convolutions)
     return network
 
 

@@ -86,6 +86,7 @@ def bench_step(model_type, backbone, size, batch, iters, device, train_args=(), 
     from training.loop import pass_step
     from utils.checkpoint import read_card
     from utils.device import set_device
+    from utils.onednn import accelerate
     args = train.parser().parse_args(['--model-type', model_type, '--device', device, '--batch-size', str(batch)] +
                                      (['--model-backbone', backbone] if backbone else []) + list(train_args))
     model = config.resolve_model(args, read_card, demo=False)
@@ -94,6 +95,7 @@ def bench_step(model_type, backbone, size, batch, iters, device, train_args=(), 
     set_device(device)                       # train.py's: on CPU also the heap setting of keep_large_blocks
     paddle.seed(0)
     network = model.spec.build(model)
+    accelerate(network, model.device, model.cpu_convolutions)
     task.train_mode(network, run.batch_size == 1, options)
     optimizer = task.optimizer(network, options)
     tensors = rvm_batch(paddle, options, size, batch) if model_type == 'rvm' else \

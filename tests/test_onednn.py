@@ -1,0 +1,119 @@
+"""oneDNN convolutions (utils/onednn.py) against Paddle's own kernels: outputs and all three gradients."""
+import numpy as np
+import paddle
+import pytest
+
+from utils import onednn
+
+pytestmark = pytest.mark.skipif(not onednn.available(), reason=f'oneDNN not usable here: {onednn.status()}')
+
+# (input shape, weight shape, stride, padding top/bottom/left/right, dilation, groups, bias)
+GEOMETRIES = [
+    ((2, 8, 17, 13), (16, 8, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, True),
+    ((2, 8, 17, 13), (8, 1, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 8, False),        # depthwise, stride 2
+    ((1, 12, 20, 20), (6, 12, 3, 3), (1, 1), (3, 3, 3, 3), (3, 3), 1, False),      # ASPP-style dilation
+    ((3, 6, 9, 11), (10, 3, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 2, True),         # grouped 1x1
+    ((2, 4, 10, 12), (5, 4, 3, 5), (2, 1), (0, 2, 1, 3), (2, 1), 1, True),         # asymmetric everything
+]
+
+
+def tensors(geometry, seed=0):
+    shape, wshape, *_, bias = geometry
+    rng = np.random.default_rng(seed)
+    x = paddle.to_tensor(rng.standard_normal(shape).astype('float32'), stop_gradient=False)
+    w = paddle.to_tensor(rng.standard_normal(wshape).astype('float32'), stop_gradient=False)
+    b = paddle.to_tensor(rng.standard_normal(wshape[0]).astype('float32'), stop_gradient=False) if bias else None
+    return x, w, b
+
+
+def outputs_and_gradients(conv, x, w, b):
+    y = conv(x, w, b)
+    target = paddle.to_tensor(np.random.default_rng(1).standard_normal(y.shape).astype('float32'))
+    inputs = [x, w] + ([b] if b is not None else [])
+    return [y.numpy()] + [g.numpy() for g in paddle.grad((y * target).sum(), inputs)]
+
+
+@pytest.mark.parametrize('geometry', GEOMETRIES)
+def test_conv2d_equals_paddle_with_gradients(geometry):
+    _, _, stride, padding, dilation, groups, _ = geometry
+    x, w, b = tensors(geometry)
+    ours = outputs_and_gradients(lambda x, w, b: onednn.conv2d(x, w, b, stride, padding, dilation, groups), x, w, b)
+    theirs = outputs_and_gradients(
+        lambda x, w, b: paddle.nn.functional.conv2d(x, w, b, stride, list(padding), dilation, groups), x, w, b)
+    assert ours[0].shape == theirs[0].shape
+    for a, e in zip(ours, theirs):
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
+
+
+def test_inference_and_frozen_inputs():
+    """No graph under no_grad; a frozen input (the photo) gets no gradient, the weights still do."""
+    geometry = GEOMETRIES[0]
+    x, w, b = tensors(geometry)
+    with paddle.no_grad():
+        y = onednn.conv2d(x, w, b, (1, 1), (1, 1, 1, 1))
+    assert y.stop_gradient
+    np.testing.assert_allclose(y.numpy(), paddle.nn.functional.conv2d(x, w, b, padding=1).numpy(), rtol=1e-4,
+                               atol=1e-4)
+    x.stop_gradient = True
+    grads = []
+    for conv in (lambda: onednn.conv2d(x, w, b, (1, 1), (1, 1, 1, 1)),
+                 lambda: paddle.nn.functional.conv2d(x, w, b, padding=1)):
+        conv().square().sum().backward()
+        grads.append((w.grad.numpy(), b.grad.numpy()))
+        w.clear_gradient(), b.clear_gradient()
+    assert x.grad is None
+    for a, e in zip(*grads):
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
+
+
+def test_non_contiguous_input():
+    """A slice of a larger tensor (a view with an offset) is read as its own values."""
+    x, w, b = tensors(GEOMETRIES[0])
+    view = x[:, 2:6]
+    w4 = w[:, :4]
+    np.testing.assert_allclose(onednn.conv2d(view, w4, b, padding=(1, 1, 1, 1)).numpy(),
+                               paddle.nn.functional.conv2d(view, w4, b, padding=1).numpy(), rtol=1e-4, atol=1e-4)
+
+
+class Small(paddle.nn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.a = paddle.nn.Conv2D(3, 8, 3, padding=1)
+        self.b = paddle.nn.Conv2D(8, 8, 3, padding=2, dilation=2, groups=4, bias_attr=False)
+        self.c = paddle.nn.Conv2D(8, 4, 3, padding=1, padding_mode='reflect')    # stays on Paddle's kernel
+        self.d = paddle.nn.Conv2D(4, 2, 1, data_format='NCHW')
+
+    def forward(self, x):
+        return self.d(paddle.nn.functional.relu(self.c(self.b(self.a(x)))))
+
+
+def test_accelerate_routes_layers_and_keeps_results():
+    paddle.seed(3)
+    net = Small()
+    x = paddle.to_tensor(np.random.default_rng(2).random((2, 3, 16, 16)).astype('float32'))
+    y = net(x)
+    grads = paddle.grad(y.square().sum(), net.parameters())
+    assert onednn.accelerate(net, 'cpu', 'paddle') == 0 and onednn.accelerate(net, 'gpu') == 0
+    assert 'forward' not in vars(net.a)
+    assert onednn.accelerate(net) == 4
+    assert 'forward' in vars(net.a)
+    y2 = net(x)
+    grads2 = paddle.grad(y2.square().sum(), net.parameters())
+    np.testing.assert_allclose(y2.numpy(), y.numpy(), rtol=1e-4, atol=1e-5)
+    for a, e in zip(grads2, grads):
+        np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=1e-4, atol=1e-4 * float(e.abs().max()))
+
+
+def test_accelerated_network_still_exports(tmp_path):
+    """Tracing (to_static, jit.save) takes Paddle's kernels: the graph has no Python call in it."""
+    paddle.seed(3)
+    net = Small()
+    net.eval()
+    x = paddle.to_tensor(np.random.default_rng(2).random((1, 3, 16, 16)).astype('float32'))
+    expected = net(x).numpy()
+    onednn.accelerate(net)
+    static = paddle.jit.to_static(net, input_spec=[paddle.static.InputSpec([1, 3, 16, 16], 'float32')],
+                                  full_graph=True)
+    paddle.jit.save(static, str(tmp_path / 'small'))
+    loaded = paddle.jit.load(str(tmp_path / 'small'))
+    np.testing.assert_allclose(loaded(x).numpy(), expected, rtol=1e-4, atol=1e-5)

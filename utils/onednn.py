@@ -1,0 +1,446 @@
+"""2-D convolutions on CPU through oneDNN, the library inside Paddle's wheel, called with ctypes.
+
+Paddle's dygraph conv2d runs its own CPU kernels (im2col and GEMM on plain NCHW); oneDNN's convolutions, in the
+blocked layouts they choose themselves, do the same work 1.6-7x faster on this project's machine (a MattingBase
+training step 5.2 s -> 3.5 s). Paddle ships libdnnl.so.3 but no way to call it from dygraph, and no headers, so
+this module binds the few functions of oneDNN's stable C API (3.x) it needs. Nothing is compiled.
+
+`accelerate(network)` routes every plain `nn.Conv2D` of a network through `conv2d`; each layer falls back to
+Paddle's own kernel for anything outside float32 NCHW zero-padded convolutions in dygraph on CPU, and everything
+does when the library is missing, is not 3.x, or fails a self-check against Paddle's result. A routed
+convolution's gradients come from `loss.backward()` or from `paddle.grad` asked for every input of it that needs
+one (a PyLayer cannot tell which of them a partial `paddle.grad` wants).
+"""
+import collections
+import ctypes
+import os
+import threading
+import types
+
+import numpy as np
+import paddle
+from paddle.autograd import PyLayer
+
+# oneDNN 3.x C API values (dnnl_types.h, dnnl_common_types.h); fixed across 3.x releases: they are the ABI
+SUCCESS, CPU_ENGINE, F32, STREAM_IN_ORDER = 0, 1, 3, 1
+TAG_ANY, TAG_A, TAG_ABCD, TAG_ABCDE = 1, 2, 5, 6
+FORWARD_TRAINING, FORWARD_INFERENCE, CONVOLUTION_DIRECT = 64, 96, 1
+QUERY_SRC, QUERY_DIFF_SRC, QUERY_WEIGHTS, QUERY_DIFF_WEIGHTS, QUERY_DST, QUERY_DIFF_DST = 129, 130, 131, 132, 133, 134
+ARG_SRC, ARG_DST, ARG_WEIGHTS, ARG_BIAS = 1, 17, 33, 41
+ARG_DIFF_SRC, ARG_DIFF_DST, ARG_DIFF_WEIGHTS, ARG_DIFF_BIAS = 129, 145, 161, 169
+MAX_NDIMS = 12
+PLANS_KEPT = 512                    # convolution geometries with their primitives kept (a network has ~50-150)
+
+Dims = ctypes.c_int64 * MAX_NDIMS
+Handle = ctypes.c_void_p
+
+
+class ExecArg(ctypes.Structure):
+    _fields_ = [('arg', ctypes.c_int), ('memory', Handle)]
+
+
+class Version(ctypes.Structure):
+    _fields_ = [('major', ctypes.c_int), ('minor', ctypes.c_int), ('patch', ctypes.c_int),
+                ('hash', ctypes.c_char_p), ('cpu_runtime', ctypes.c_uint), ('gpu_runtime', ctypes.c_uint)]
+
+
+class OneDNNError(RuntimeError):
+    pass
+
+
+class Library:
+    """The C functions, one CPU engine and one in-order stream."""
+
+    SIGNATURES = {
+        'dnnl_engine_create': [ctypes.POINTER(Handle), ctypes.c_int, ctypes.c_size_t],
+        'dnnl_stream_create': [ctypes.POINTER(Handle), Handle, ctypes.c_uint],
+        'dnnl_stream_wait': [Handle],
+        'dnnl_memory_desc_create_with_tag': [ctypes.POINTER(Handle), ctypes.c_int, Dims, ctypes.c_int, ctypes.c_int],
+        'dnnl_memory_desc_destroy': [Handle],
+        'dnnl_convolution_forward_primitive_desc_create': [ctypes.POINTER(Handle), Handle, ctypes.c_int, ctypes.c_int,
+                                                           Handle, Handle, Handle, Handle, Dims, Dims, Dims, Dims,
+                                                           Handle],
+        'dnnl_convolution_backward_data_primitive_desc_create': [ctypes.POINTER(Handle), Handle, ctypes.c_int, Handle,
+                                                                 Handle, Handle, Dims, Dims, Dims, Dims, Handle,
+                                                                 Handle],
+        'dnnl_convolution_backward_weights_primitive_desc_create': [ctypes.POINTER(Handle), Handle, ctypes.c_int,
+                                                                    Handle, Handle, Handle, Handle, Dims, Dims, Dims,
+                                                                    Dims, Handle, Handle],
+        'dnnl_reorder_primitive_desc_create': [ctypes.POINTER(Handle), Handle, Handle, Handle, Handle, Handle],
+        'dnnl_primitive_desc_destroy': [Handle],
+        'dnnl_primitive_create': [ctypes.POINTER(Handle), Handle],
+        'dnnl_primitive_destroy': [Handle],
+        'dnnl_primitive_execute': [Handle, Handle, ctypes.c_int, ctypes.POINTER(ExecArg)],
+        'dnnl_memory_create': [ctypes.POINTER(Handle), Handle, Handle, Handle],
+        'dnnl_memory_set_data_handle': [Handle, Handle],
+        'dnnl_memory_destroy': [Handle],
+    }
+
+    def __init__(self, path):
+        self.lib = ctypes.CDLL(path)
+        self.lib.dnnl_version.restype = ctypes.POINTER(Version)
+        version = self.lib.dnnl_version().contents
+        self.version = (version.major, version.minor, version.patch)
+        if version.major != 3:
+            raise OneDNNError(f'{path}: oneDNN {version.major}.{version.minor}, this binding knows 3.x')
+        for name, argtypes in self.SIGNATURES.items():
+            function = getattr(self.lib, name)
+            function.argtypes, function.restype = argtypes, ctypes.c_int
+        self.lib.dnnl_primitive_desc_query_md.argtypes = [Handle, ctypes.c_int, ctypes.c_int]
+        self.lib.dnnl_primitive_desc_query_md.restype = Handle
+        self.lib.dnnl_memory_desc_equal.argtypes = [Handle, Handle]
+        self.lib.dnnl_memory_desc_equal.restype = ctypes.c_int
+        self.lib.dnnl_memory_desc_get_size.argtypes = [Handle]
+        self.lib.dnnl_memory_desc_get_size.restype = ctypes.c_size_t
+        self.engine, self.stream = Handle(), Handle()
+        self.call('dnnl_engine_create', ctypes.byref(self.engine), CPU_ENGINE, 0)
+        self.call('dnnl_stream_create', ctypes.byref(self.stream), self.engine, STREAM_IN_ORDER)
+
+    def call(self, name, *args):
+        status = getattr(self.lib, name)(*args)
+        if status != SUCCESS:
+            raise OneDNNError(f'{name} failed with oneDNN status {status}')
+
+    def create(self, name, *args):
+        """Call a dnnl_*_create function and return the handle it made."""
+        handle = Handle()
+        self.call(name, ctypes.byref(handle), *args)
+        return handle
+
+    def memory_desc(self, dims, tag):
+        return self.create('dnnl_memory_desc_create_with_tag', len(dims), Dims(*dims), F32, tag)
+
+    def memory(self, desc):
+        """A memory object without data; execute() points it at a buffer each call."""
+        return self.create('dnnl_memory_create', desc, self.engine, None)
+
+
+class Reorder:
+    """Copy between two layouts of one tensor, or nothing when the layouts are the same."""
+
+    def __init__(self, lib, source, target):
+        self.lib, self.source, self.target = lib, source, target
+        self.size = lib.lib.dnnl_memory_desc_get_size(target)
+        self.needed = not lib.lib.dnnl_memory_desc_equal(source, target)
+        if self.needed:
+            pd = lib.create('dnnl_reorder_primitive_desc_create', source, lib.engine, target, lib.engine, None)
+            self.primitive = lib.create('dnnl_primitive_create', pd)
+            lib.call('dnnl_primitive_desc_destroy', pd)
+            self.memories = (lib.memory(source), lib.memory(target))
+
+    def close(self):
+        if self.needed:
+            self.lib.call('dnnl_primitive_destroy', self.primitive)
+            for memory in self.memories:
+                self.lib.call('dnnl_memory_destroy', memory)
+
+
+class Primitive:
+    """One primitive with a memory object per argument, each pointed at a buffer when executed."""
+
+    def __init__(self, lib, pd, args):
+        self.lib, self.pd = lib, pd
+        self.primitive = lib.create('dnnl_primitive_create', pd)
+        self.args = args                                   # {arg: memory desc}
+        self.memories = {arg: lib.memory(desc) for arg, desc in args.items()}
+
+    def desc(self, query):
+        return self.lib.lib.dnnl_primitive_desc_query_md(self.pd, query, 0)
+
+    def close(self):
+        for memory in self.memories.values():
+            self.lib.call('dnnl_memory_destroy', memory)
+        self.lib.call('dnnl_primitive_destroy', self.primitive)
+        self.lib.call('dnnl_primitive_desc_destroy', self.pd)
+
+
+class Executor:
+    """Runs primitives and reorders on buffers given as addresses; blocked-layout buffers are numpy scratch."""
+
+    def __init__(self, lib):
+        self.lib = lib
+        self.keep = []                                     # scratch arrays alive until the stream is done
+        self.pending = []                                  # results to copy into their plain layout at finish()
+
+    def scratch(self, size):
+        array = np.empty(size + 64, np.uint8)
+        self.keep.append(array)
+        return array.ctypes.data + (-array.ctypes.data) % 64
+
+    def reorder(self, reorder, source):
+        """Address of the data in reorder.target's layout, copying `source` when the layouts differ."""
+        if not reorder.needed:
+            return source
+        target = self.scratch(reorder.size)
+        self.run(reorder.primitive, dict(zip((ARG_SRC, ARG_DST), reorder.memories)), {ARG_SRC: source, ARG_DST: target})
+        return target
+
+    def reorder_into(self, reorder, target):
+        """Scratch for a result in reorder.source's layout, copied to `target` by finish()."""
+        if not reorder.needed:
+            return target
+        source = self.scratch(self.lib.lib.dnnl_memory_desc_get_size(reorder.source))
+        self.pending.append((reorder, source, target))
+        return source
+
+    def execute(self, primitive, addresses):
+        self.run(primitive.primitive, primitive.memories, addresses)
+
+    def run(self, handle, memories, addresses):
+        args = (ExecArg * len(addresses))()
+        for slot, (arg, address) in zip(args, addresses.items()):
+            self.lib.call('dnnl_memory_set_data_handle', memories[arg], address)
+            slot.arg, slot.memory = arg, memories[arg]
+        self.lib.call('dnnl_primitive_execute', handle, self.lib.stream, len(addresses), args)
+
+    def finish(self):
+        for reorder, source, target in self.pending:
+            self.run(reorder.primitive, dict(zip((ARG_SRC, ARG_DST), reorder.memories)),
+                     {ARG_SRC: source, ARG_DST: target})
+        self.lib.call('dnnl_stream_wait', self.lib.stream)
+        self.keep, self.pending = [], []
+
+
+class ConvolutionPlan:
+    """The primitives of one convolution geometry: forward, and on first need backward-data and -weights."""
+
+    def __init__(self, lib, x_shape, w_shape, stride, padding, dilation, groups, bias, training):
+        n, c, h, w = x_shape
+        k, _, kh, kw = w_shape
+        top, bottom, left, right = padding
+        oh = (h + top + bottom - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+        ow = (w + left + right - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        self.lib, self.bias, self.out_shape = lib, bias, [n, k, oh, ow]
+        weights = [groups, k // groups] + list(w_shape[1:]) if groups > 1 else list(w_shape)
+        self.geometry = [Dims(*stride), Dims(*[d - 1 for d in dilation]), Dims(top, left), Dims(bottom, right)]
+        # plain layouts of the Paddle tensors; groups are the outer dimension of Paddle's [K, C/g, kh, kw]
+        self.user = {'src': lib.memory_desc(x_shape, TAG_ABCD), 'dst': lib.memory_desc(self.out_shape, TAG_ABCD),
+                     'wei': lib.memory_desc(weights, TAG_ABCDE if groups > 1 else TAG_ABCD),
+                     'bias': lib.memory_desc([k], TAG_A) if bias else None}
+        self.any = {name: lib.memory_desc(shape, TAG_ANY) for name, shape in
+                    (('src', x_shape), ('dst', self.out_shape), ('wei', weights))}
+        pd = lib.create('dnnl_convolution_forward_primitive_desc_create', lib.engine,
+                        FORWARD_TRAINING if training else FORWARD_INFERENCE, CONVOLUTION_DIRECT, self.any['src'],
+                        self.any['wei'], self.user['bias'], self.any['dst'], *self.geometry, None)
+        self.forward_pd = pd
+        self.fwd = Primitive(lib, pd, self.arguments(pd, {ARG_SRC: QUERY_SRC, ARG_WEIGHTS: QUERY_WEIGHTS,
+                                                          ARG_DST: QUERY_DST}, ARG_BIAS))
+        self.fwd_reorders = (Reorder(lib, self.user['src'], self.fwd.desc(QUERY_SRC)),
+                             Reorder(lib, self.user['wei'], self.fwd.desc(QUERY_WEIGHTS)),
+                             Reorder(lib, self.fwd.desc(QUERY_DST), self.user['dst']))
+        self.backward_parts = None
+
+    def arguments(self, pd, queries, bias_arg):
+        args = {arg: self.lib.lib.dnnl_primitive_desc_query_md(pd, query, 0) for arg, query in queries.items()}
+        if self.bias and bias_arg:
+            args[bias_arg] = self.user['bias']
+        return args
+
+    def forward(self, x, weight, bias, out):
+        """x, weight, bias, out: addresses of contiguous float32 buffers."""
+        run = Executor(self.lib)
+        src_r, wei_r, dst_r = self.fwd_reorders
+        addresses = {ARG_SRC: run.reorder(src_r, x), ARG_WEIGHTS: run.reorder(wei_r, weight),
+                     ARG_DST: run.reorder_into(dst_r, out)}
+        if self.bias:
+            addresses[ARG_BIAS] = bias
+        run.execute(self.fwd, addresses)
+        run.finish()
+
+    def backward(self, x, weight, dout, dx, dw, db):
+        """Gradients into dx (backward-data) and dw, db (backward-weights); None skips one."""
+        data, weights = self.backward_primitives()
+        run = Executor(self.lib)
+        if dx is not None:
+            prim, (ddst_r, wei_r, dsrc_r) = data
+            run.execute(prim, {ARG_DIFF_DST: run.reorder(ddst_r, dout), ARG_WEIGHTS: run.reorder(wei_r, weight),
+                               ARG_DIFF_SRC: run.reorder_into(dsrc_r, dx)})
+        if dw is not None:
+            prim, (src_r, ddst_r, dwei_r) = weights
+            addresses = {ARG_SRC: run.reorder(src_r, x), ARG_DIFF_DST: run.reorder(ddst_r, dout),
+                         ARG_DIFF_WEIGHTS: run.reorder_into(dwei_r, dw)}
+            if self.bias:
+                addresses[ARG_DIFF_BIAS] = db
+            run.execute(prim, addresses)
+        run.finish()
+
+    def backward_primitives(self):
+        if self.backward_parts is None:
+            lib = self.lib
+            pd = lib.create('dnnl_convolution_backward_data_primitive_desc_create', lib.engine, CONVOLUTION_DIRECT,
+                            self.any['src'], self.any['wei'], self.any['dst'], *self.geometry, self.forward_pd, None)
+            data = Primitive(lib, pd, self.arguments(pd, {ARG_DIFF_DST: QUERY_DIFF_DST, ARG_WEIGHTS: QUERY_WEIGHTS,
+                                                          ARG_DIFF_SRC: QUERY_DIFF_SRC}, None))
+            pd = lib.create('dnnl_convolution_backward_weights_primitive_desc_create', lib.engine,
+                            CONVOLUTION_DIRECT, self.any['src'], self.any['wei'], self.user['bias'], self.any['dst'],
+                            *self.geometry, self.forward_pd, None)
+            weights = Primitive(lib, pd, self.arguments(pd, {ARG_SRC: QUERY_SRC, ARG_DIFF_DST: QUERY_DIFF_DST,
+                                                             ARG_DIFF_WEIGHTS: QUERY_DIFF_WEIGHTS}, ARG_DIFF_BIAS))
+            self.backward_parts = (
+                (data, (Reorder(lib, self.user['dst'], data.desc(QUERY_DIFF_DST)),
+                        Reorder(lib, self.user['wei'], data.desc(QUERY_WEIGHTS)),
+                        Reorder(lib, data.desc(QUERY_DIFF_SRC), self.user['src']))),
+                (weights, (Reorder(lib, self.user['src'], weights.desc(QUERY_SRC)),
+                           Reorder(lib, self.user['dst'], weights.desc(QUERY_DIFF_DST)),
+                           Reorder(lib, weights.desc(QUERY_DIFF_WEIGHTS), self.user['wei']))))
+        return self.backward_parts
+
+    def close(self):
+        parts = [(self.fwd, self.fwd_reorders)] + list(self.backward_parts or ())
+        for primitive, reorders in parts:
+            for reorder in reorders:
+                reorder.close()
+            primitive.close()
+        for desc in list(self.user.values()) + list(self.any.values()):
+            if desc is not None:
+                self.lib.call('dnnl_memory_desc_destroy', desc)
+
+
+class Convolutions:
+    """Plans by geometry (least recently used dropped beyond PLANS_KEPT); one call at a time."""
+
+    def __init__(self, lib):
+        self.lib, self.plans, self.lock = lib, collections.OrderedDict(), threading.Lock()
+
+    def plan(self, *key):
+        plan = self.plans.get(key)
+        if plan is None:
+            plan = self.plans[key] = ConvolutionPlan(self.lib, *key)
+            if len(self.plans) > PLANS_KEPT:
+                self.plans.popitem(last=False)[1].close()
+        self.plans.move_to_end(key)
+        return plan
+
+    def forward(self, x, weight, bias, stride, padding, dilation, groups, training):
+        with self.lock:
+            plan = self.plan(tuple(x.shape), tuple(weight.shape), tuple(stride), tuple(padding), tuple(dilation),
+                             groups, bias is not None, training)
+            out = paddle.empty(plan.out_shape, dtype='float32')
+            plan.forward(x.data_ptr(), weight.data_ptr(), bias.data_ptr() if bias is not None else None,
+                         out.data_ptr())
+        return out
+
+    def backward(self, x, weight, bias, dout, stride, padding, dilation, groups, wants):
+        """wants: (dx, dw, db) booleans; returns the three gradients, None where not wanted."""
+        with self.lock:
+            plan = self.plan(tuple(x.shape), tuple(weight.shape), tuple(stride), tuple(padding), tuple(dilation),
+                             groups, bias is not None, True)
+            dx = paddle.empty(x.shape, dtype='float32') if wants[0] else None
+            dw = paddle.empty(weight.shape, dtype='float32') if wants[1] or wants[2] else None
+            db = paddle.empty(bias.shape, dtype='float32') if bias is not None and dw is not None else None
+            plan.backward(x.data_ptr(), weight.data_ptr(), dout.data_ptr(), dx.data_ptr() if dx is not None else None,
+                          dw.data_ptr() if dw is not None else None, db.data_ptr() if db is not None else None)
+        return dx, dw if wants[1] else None, db if wants[2] else None
+
+
+class ConvolutionFunction(PyLayer):
+    """conv2d with oneDNN's forward and backward; the geometry travels as a tuple argument."""
+
+    @staticmethod
+    def forward(ctx, x, weight, *bias_and_geometry):
+        *bias, geometry = bias_and_geometry
+        bias = bias[0] if bias else None
+        ctx.geometry, ctx.has_bias = geometry, bias is not None
+        ctx.wants = (not x.stop_gradient, not weight.stop_gradient, bias is not None and not bias.stop_gradient)
+        ctx.save_for_backward(x, weight, bias)
+        return CONVOLUTIONS.forward(x, weight, bias, *geometry, training=True)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, weight, bias = ctx.saved_tensor()
+        dx, dw, db = CONVOLUTIONS.backward(x, weight, bias, contiguous(dout), *ctx.geometry, ctx.wants)
+        return (dx, dw, db) if ctx.has_bias else (dx, dw)
+
+
+def contiguous(tensor):
+    return tensor if tensor.is_contiguous() else tensor.contiguous()
+
+
+def conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
+    """F.conv2d for float32 NCHW on CPU; padding (top, bottom, left, right)."""
+    x, weight = contiguous(x), contiguous(weight)
+    geometry = (list(stride), list(padding), list(dilation), groups)
+    frozen = x.stop_gradient and weight.stop_gradient and (bias is None or bias.stop_gradient)
+    needs_grad = paddle.is_grad_enabled() and not frozen
+    if not needs_grad:
+        return CONVOLUTIONS.forward(x, weight, bias, *geometry, training=False)
+    return ConvolutionFunction.apply(x, weight, *([bias] if bias is not None else []), geometry)
+
+
+def layer_padding(layer):
+    """(top, bottom, left, right) of an nn.Conv2D with explicit zero padding, else None."""
+    padding = layer._updated_padding
+    if layer._padding_mode != 'zeros' or layer._padding_algorithm != 'EXPLICIT' or not isinstance(padding, list):
+        return None
+    if len(padding) == 2:
+        return [padding[0], padding[0], padding[1], padding[1]]
+    return padding if len(padding) == 4 else None
+
+
+def autocast_enabled():
+    check = getattr(paddle.amp, 'is_autocast_enabled', None)           # Paddle 3; 2.6 autocasts only on GPU
+    return bool(check and check())
+
+
+def routed_forward(layer, x):
+    """nn.Conv2D.forward through conv2d where it applies."""
+    padding = layer_padding(layer)
+    if (padding is None or layer._data_format != 'NCHW' or not paddle.in_dynamic_mode() or x.ndim != 4
+            or x.dtype != paddle.float32 or layer.weight.dtype != paddle.float32 or not x.place.is_cpu_place()
+            or autocast_enabled()):
+        return paddle.nn.Conv2D.forward(layer, x)
+    return conv2d(x, layer.weight, layer.bias, layer._stride, padding, layer._dilation, layer._groups)
+
+
+def library_path():
+    return os.path.join(os.path.dirname(paddle.__file__), 'libs', 'libdnnl.so.3')
+
+
+def self_check():
+    """oneDNN's result on a small grouped, strided, dilated convolution equals Paddle's, gradients too."""
+    rng = np.random.default_rng(0)
+    x = paddle.to_tensor(rng.standard_normal((2, 4, 9, 11)).astype('float32'), stop_gradient=False)
+    w = paddle.to_tensor(rng.standard_normal((6, 2, 3, 3)).astype('float32'), stop_gradient=False)
+    b = paddle.to_tensor(rng.standard_normal(6).astype('float32'), stop_gradient=False)
+    ours = conv2d(x, w, b, (2, 1), (1, 2, 2, 1), (1, 2), 2)
+    grads = paddle.grad(ours.sum() * 1.5, [x, w, b])
+    theirs = paddle.nn.functional.conv2d(x, w, b, (2, 1), [1, 2, 2, 1], (1, 2), 2)
+    expected = paddle.grad(theirs.sum() * 1.5, [x, w, b])
+    return all(np.allclose(a.numpy(), e.numpy(), rtol=1e-4, atol=1e-4)
+               for a, e in zip([ours] + list(grads), [theirs] + list(expected)))
+
+
+CONVOLUTIONS = None
+STATUS = None               # why the library is not used, once tried
+
+
+def available():
+    """True when oneDNN loads and passes self_check(); tried once per process."""
+    global CONVOLUTIONS, STATUS
+    if STATUS is None:
+        try:
+            CONVOLUTIONS = Convolutions(Library(library_path()))
+            STATUS = 'ok' if self_check() else 'its convolution differs from Paddle\'s in the self-check'
+        except (OSError, AttributeError, OneDNNError) as error:
+            STATUS = str(error)
+        if STATUS != 'ok':
+            CONVOLUTIONS = None
+    return STATUS == 'ok'
+
+
+def status():
+    """'ok', or why oneDNN is not used."""
+    available()
+    return STATUS
+
+
+def accelerate(network, device='cpu', kernels='onednn'):
+    """Route the network's nn.Conv2D layers through oneDNN when running on CPU with kernels 'onednn'; returns how
+    many, 0 when oneDNN is not available."""
+    if device != 'cpu' or kernels != 'onednn' or not available():
+        return 0
+    layers = [layer for layer in network.sublayers(include_self=True)
+              if isinstance(layer, paddle.nn.Conv2D) and type(layer).forward is paddle.nn.Conv2D.forward]
+    for layer in layers:
+        layer.forward = types.MethodType(routed_forward, layer)
+    return len(layers)
