@@ -127,10 +127,10 @@ class ModelConfig:
                                                     'not the official weights)')
     device: str = option(None, '--device', choices=('cpu', 'gpu'), help='where to run',
                          default_help='gpu when Paddle is built with CUDA, else cpu')
-    cpu_convolutions: str = option('onednn', '--cpu-convolutions', choices=('onednn', 'paddle'),
-                                   help="the kernels of dygraph convolutions on CPU (training, the dygraph "
-                                        "backend): oneDNN, the library inside Paddle's wheel (1.5-7x faster; "
-                                        "Paddle's own when it cannot load), or Paddle's own")
+    cpu_kernels: str = option('onednn', '--cpu-kernels', choices=('onednn', 'paddle'),
+                              help="the kernels of convolutions and bilinear resizes in dygraph on CPU (training, "
+                                   "the dygraph backend): oneDNN, the library inside Paddle's wheel (1.5-7x "
+                                   "faster; Paddle's own when it cannot load), or Paddle's own")
     family: str = None
     options: object = None
 
@@ -185,7 +185,7 @@ def resolve_model(args, read_card, overrides=None, demo=True):
     options = fill(spec.options, args, {**overrides, **card_options})
     return ModelConfig(model_type=model_type, backbone=backbone, checkpoint=checkpoint,
                        device=args.device or default_device(),
-                       cpu_convolutions=getattr(args, 'cpu_convolutions', None) or ModelConfig.cpu_convolutions,
+                       cpu_kernels=getattr(args, 'cpu_kernels', None) or ModelConfig.cpu_kernels,
                        family=spec.name, options=options)
 
 

@@ -74,7 +74,7 @@ def load(model):
             raise ValueError(f"{model.checkpoint}: does not fit {model.model_type} {model.backbone}: {problem}"
                              f"{_hint(model)}")
     network.eval()
-    accelerate(network, model.device, model.cpu_convolutions)
+    accelerate(network, model.device, model.cpu_kernels)
     return network
 
 

@@ -104,6 +104,12 @@ def check_pair(src, bgr, multiple=1):
                          f"(pad the input, as predict.py does)")
 
 
+def split_channels(x):
+    """The base network's 37 channels: alpha, foreground residual, error, hidden (B x 1/3/1/32 x H x W). One split,
+    whose gradient is one concatenation, not a zero-filled map per slice."""
+    return paddle.split(x, [1, 3, 1, 32], axis=1)
+
+
 class MattingBase(Base):
     """Coarse network at the input resolution.
 
@@ -116,11 +122,9 @@ class MattingBase(Base):
     def forward(self, src, bgr):
         check_pair(src, bgr)
         x = super().forward(paddle.concat([src, bgr], axis=1))
-        pha = paddle.clip(x[:, 0:1], 0., 1.)
-        fgr = paddle.clip(x[:, 1:4] + src, 0., 1.)
-        err = paddle.clip(x[:, 4:5], 0., 1.)
-        hid = F.relu(x[:, 5:])
-        return BaseOutput(pha, fgr, err, hid)
+        pha, fgr, err, hid = split_channels(x)
+        return BaseOutput(paddle.clip(pha, 0., 1.), paddle.clip(fgr + src, 0., 1.), paddle.clip(err, 0., 1.),
+                          F.relu(hid))
 
 
 class Refiner(nn.Layer):
@@ -234,10 +238,8 @@ class MattingRefine(MattingBase):
         src_sm, bgr_sm = ops.resize(src, size), ops.resize(bgr, size)
         # Base.forward; an unbound call would escape static-graph conversion
         x = super(MattingBase, self).forward(paddle.concat([src_sm, bgr_sm], axis=1))
-        pha_sm = paddle.clip(x[:, 0:1], 0., 1.)
-        fgr_sm = x[:, 1:4]                                   # residual, unclamped for the refiner
-        err_sm = paddle.clip(x[:, 4:5], 0., 1.)
-        hid_sm = F.relu(x[:, 5:])
+        pha_sm, fgr_sm, err_sm, hid_sm = split_channels(x)   # the foreground residual unclamped for the refiner
+        pha_sm, err_sm, hid_sm = paddle.clip(pha_sm, 0., 1.), paddle.clip(err_sm, 0., 1.), F.relu(hid_sm)
         pha, fgr, ref_sm = self.refiner(src, bgr, pha_sm, fgr_sm, err_sm, hid_sm)
         pha = paddle.clip(pha, 0., 1.)
         fgr = paddle.clip(fgr + src, 0., 1.)

@@ -14,6 +14,7 @@ PIR graphs, oneDNN) and in ONNX Runtime, where the plain formulation fails in on
 - sigmoid, tanh, sqrt and gelu append their op directly when tracing a legacy (.pdmodel) graph: Paddle 3.3's functions
   accept only PIR values there (TypeError "must be Value, but got Variable"), and the legacy graph is the one
   oneDNN runs.
+In dygraph on CPU, after utils.onednn.accelerate(), bilinear resizes run on oneDNN (4-6x faster backward).
 """
 import math
 
@@ -21,6 +22,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.framework import in_dynamic_or_pir_mode
+
+from utils import onednn
 
 
 def elementwise(op, x):
@@ -70,6 +73,8 @@ def resize(x, size, mode='bilinear'):
     """Resize to an explicit [h, w] (bilinear with align_corners=False, or nearest)."""
     if mode == 'nearest':
         return F.interpolate(x, size=size, mode='nearest')
+    if onednn.routes_resize(x):
+        return onednn.resize_bilinear(x, size)
     return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
 
 

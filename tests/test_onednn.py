@@ -117,3 +117,44 @@ def test_accelerated_network_still_exports(tmp_path):
     paddle.jit.save(static, str(tmp_path / 'small'))
     loaded = paddle.jit.load(str(tmp_path / 'small'))
     np.testing.assert_allclose(loaded(x).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('shape, size', [((2, 5, 16, 16), (32, 32)), ((1, 3, 33, 17), (64, 40)),
+                                         ((2, 4, 64, 48), (16, 20)), ((1, 2, 7, 9), (7, 9))])
+def test_resize_equals_paddle_with_gradient(shape, size):
+    x = paddle.to_tensor(np.random.default_rng(4).standard_normal(shape).astype('float32'), stop_gradient=False)
+
+    def interpolate(x, size):
+        return paddle.nn.functional.interpolate(x, size, mode='bilinear', align_corners=False)
+
+    target = paddle.to_tensor(np.random.default_rng(1).standard_normal(shape[:2] + size).astype('float32'))
+    ours, theirs = [(fn(x, size), paddle.grad((fn(x, size) * target).sum(), [x])[0])
+                    for fn in (onednn.resize_bilinear, interpolate)]
+    assert ours[0].shape == theirs[0].shape == list(shape[:2] + size)
+    for a, e in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=1e-5, atol=1e-5 * float(e.abs().max()))
+
+
+class Resizing(paddle.nn.Layer):
+    """Records whether each resize of its forward is routed."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = paddle.nn.Conv2D(3, 3, 3, padding=1)
+        self.routed = []
+
+    def forward(self, x):
+        from model.static_ops import resize
+        self.routed += [onednn.routes_resize(x), onednn.routes_resize(x.astype('float64'))]
+        return resize(self.conv(x), [16, 12])
+
+
+def test_resizes_route_inside_an_accelerated_forward_only():
+    x = paddle.rand([1, 3, 8, 8])
+    plain, accelerated = Resizing(), Resizing()
+    accelerated.set_state_dict(plain.state_dict())
+    onednn.accelerate(accelerated)
+    expected = plain(x)
+    np.testing.assert_allclose(accelerated(x).numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert plain.routed == [False, False] and accelerated.routed == [True, False]
+    assert not onednn.routes_resize(x)                    # outside any accelerated forward

@@ -95,7 +95,7 @@ def bench_step(model_type, backbone, size, batch, iters, device, train_args=(), 
     set_device(device)                       # train.py's: on CPU also the heap setting of keep_large_blocks
     paddle.seed(0)
     network = model.spec.build(model)
-    accelerate(network, model.device, model.cpu_convolutions)
+    accelerate(network, model.device, model.cpu_kernels)
     task.train_mode(network, run.batch_size == 1, options)
     optimizer = task.optimizer(network, options)
     tensors = rvm_batch(paddle, options, size, batch) if model_type == 'rvm' else \

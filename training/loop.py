@@ -156,7 +156,7 @@ def train(model, data, run, options, task, build):
     resume = checkpoints.find(run.resume) if run.resume else None
     paddle.seed(run.seed)                  # the same initial weights on every rank and in every rerun
     network = build(model)
-    routed = accelerate(network, model.device, model.cpu_convolutions)
+    routed = accelerate(network, model.device, model.cpu_kernels)
     task.initialise(network)
     if model.checkpoint and not resume:
         loaded, skipped = load_weights(network, model.checkpoint)
@@ -180,9 +180,9 @@ def train(model, data, run, options, task, build):
         log.text(task.single_sample_note())
     log.text(f'{model.model_type}/{model.backbone} on {world} x {model.device}: {len(train_set)} training samples, '
              f'{len(sampler)} steps per epoch, batch {run.batch_size} per process')
-    if model.device == 'cpu' and model.cpu_convolutions == 'onednn':
-        log.text(f'convolutions: {routed} layers on oneDNN' if routed else
-                 f'convolutions: Paddle\'s kernels (oneDNN unavailable: {onednn_status()})')
+    if model.device == 'cpu' and model.cpu_kernels == 'onednn':
+        log.text(f'CPU kernels: oneDNN ({routed} convolution layers, bilinear resizes)' if routed else
+                 f'CPU kernels: Paddle\'s (oneDNN unavailable: {onednn_status()})')
 
     loader = BatchLoader(train_set, sampler, collate, data.num_workers)
     valid_loader = BatchLoader(*valid, workers=min(data.num_workers, 1)) if valid else None

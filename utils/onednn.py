@@ -23,8 +23,8 @@ from paddle.autograd import PyLayer
 
 # oneDNN 3.x C API values (dnnl_types.h, dnnl_common_types.h); fixed across 3.x releases: they are the ABI
 SUCCESS, CPU_ENGINE, F32, STREAM_IN_ORDER = 0, 1, 3, 1
-TAG_ANY, TAG_A, TAG_ABCD, TAG_ABCDE = 1, 2, 5, 6
-FORWARD_TRAINING, FORWARD_INFERENCE, CONVOLUTION_DIRECT = 64, 96, 1
+TAG_ANY, TAG_A, TAG_ABCD, TAG_ABCDE, TAG_ACDB = 1, 2, 5, 6, 22     # acdb: NHWC
+FORWARD_TRAINING, FORWARD_INFERENCE, CONVOLUTION_DIRECT, RESAMPLING_LINEAR = 64, 96, 1, 0x2fff1
 QUERY_SRC, QUERY_DIFF_SRC, QUERY_WEIGHTS, QUERY_DIFF_WEIGHTS, QUERY_DST, QUERY_DIFF_DST = 129, 130, 131, 132, 133, 134
 ARG_SRC, ARG_DST, ARG_WEIGHTS, ARG_BIAS = 1, 17, 33, 41
 ARG_DIFF_SRC, ARG_DIFF_DST, ARG_DIFF_WEIGHTS, ARG_DIFF_BIAS = 129, 145, 161, 169
@@ -66,6 +66,10 @@ class Library:
         'dnnl_convolution_backward_weights_primitive_desc_create': [ctypes.POINTER(Handle), Handle, ctypes.c_int,
                                                                     Handle, Handle, Handle, Handle, Dims, Dims, Dims,
                                                                     Dims, Handle, Handle],
+        'dnnl_resampling_forward_primitive_desc_create': [ctypes.POINTER(Handle), Handle, ctypes.c_int, ctypes.c_int,
+                                                          Handle, Handle, Handle, Handle],
+        'dnnl_resampling_backward_primitive_desc_create': [ctypes.POINTER(Handle), Handle, ctypes.c_int, Handle,
+                                                           Handle, Handle, Handle, Handle],
         'dnnl_reorder_primitive_desc_create': [ctypes.POINTER(Handle), Handle, Handle, Handle, Handle, Handle],
         'dnnl_primitive_desc_destroy': [Handle],
         'dnnl_primitive_create': [ctypes.POINTER(Handle), Handle],
@@ -296,41 +300,98 @@ class ConvolutionPlan:
                 self.lib.call('dnnl_memory_desc_destroy', desc)
 
 
-class Convolutions:
-    """Plans by geometry (least recently used dropped beyond PLANS_KEPT); one call at a time."""
+class ResamplingPlan:
+    """Bilinear resizing (align_corners=False: oneDNN's linear resampling, the same half-pixel rule) of one shape.
+    It runs in channels-last (NHWC), where oneDNN's kernel is vectorised; 6x faster backward than NCHW."""
+
+    def __init__(self, lib, x_shape, size):
+        self.lib, self.out_shape = lib, list(x_shape[:2]) + list(size)
+        self.user = [lib.memory_desc(x_shape, TAG_ABCD), lib.memory_desc(self.out_shape, TAG_ABCD)]
+        self.nhwc = [lib.memory_desc(x_shape, TAG_ACDB), lib.memory_desc(self.out_shape, TAG_ACDB)]
+        src, dst = self.nhwc
+        pd = lib.create('dnnl_resampling_forward_primitive_desc_create', lib.engine, FORWARD_TRAINING,
+                        RESAMPLING_LINEAR, None, src, dst, None)
+        self.fwd = Primitive(lib, pd, {ARG_SRC: src, ARG_DST: dst})
+        pd = lib.create('dnnl_resampling_backward_primitive_desc_create', lib.engine, RESAMPLING_LINEAR, None,
+                        src, dst, pd, None)
+        self.bwd = Primitive(lib, pd, {ARG_DIFF_DST: dst, ARG_DIFF_SRC: src})
+        (user_src, user_dst), (src, dst) = self.user, self.nhwc
+        self.reorders = (Reorder(lib, user_src, src), Reorder(lib, dst, user_dst),
+                         Reorder(lib, user_dst, dst), Reorder(lib, src, user_src))
+
+    def forward(self, x, out):
+        run = Executor(self.lib)
+        run.execute(self.fwd, {ARG_SRC: run.reorder(self.reorders[0], x),
+                               ARG_DST: run.reorder_into(self.reorders[1], out)})
+        run.finish()
+
+    def backward(self, dout, dx):
+        run = Executor(self.lib)
+        run.execute(self.bwd, {ARG_DIFF_DST: run.reorder(self.reorders[2], dout),
+                               ARG_DIFF_SRC: run.reorder_into(self.reorders[3], dx)})
+        run.finish()
+
+    def close(self):
+        for reorder in self.reorders:
+            reorder.close()
+        self.fwd.close()
+        self.bwd.close()
+        for desc in self.user + self.nhwc:
+            self.lib.call('dnnl_memory_desc_destroy', desc)
+
+
+class Kernels:
+    """The library and its plans by kind and geometry (least recently used dropped beyond PLANS_KEPT); one call
+    at a time. Tensors in and out are contiguous float32 Paddle tensors on CPU."""
 
     def __init__(self, lib):
         self.lib, self.plans, self.lock = lib, collections.OrderedDict(), threading.Lock()
 
-    def plan(self, *key):
-        plan = self.plans.get(key)
+    def plan(self, kind, *key):
+        plan = self.plans.get((kind,) + key)
         if plan is None:
-            plan = self.plans[key] = ConvolutionPlan(self.lib, *key)
+            plan = self.plans[(kind,) + key] = kind(self.lib, *key)
             if len(self.plans) > PLANS_KEPT:
                 self.plans.popitem(last=False)[1].close()
-        self.plans.move_to_end(key)
+        self.plans.move_to_end((kind,) + key)
         return plan
 
-    def forward(self, x, weight, bias, stride, padding, dilation, groups, training):
+    def conv_forward(self, x, weight, bias, stride, padding, dilation, groups, training):
         with self.lock:
-            plan = self.plan(tuple(x.shape), tuple(weight.shape), tuple(stride), tuple(padding), tuple(dilation),
-                             groups, bias is not None, training)
+            plan = self.plan(ConvolutionPlan, tuple(x.shape), tuple(weight.shape), tuple(stride), tuple(padding),
+                             tuple(dilation), groups, bias is not None, training)
             out = paddle.empty(plan.out_shape, dtype='float32')
-            plan.forward(x.data_ptr(), weight.data_ptr(), bias.data_ptr() if bias is not None else None,
-                         out.data_ptr())
+            plan.forward(x.data_ptr(), weight.data_ptr(), address(bias), out.data_ptr())
         return out
 
-    def backward(self, x, weight, bias, dout, stride, padding, dilation, groups, wants):
+    def conv_backward(self, x, weight, bias, dout, stride, padding, dilation, groups, wants):
         """wants: (dx, dw, db) booleans; returns the three gradients, None where not wanted."""
         with self.lock:
-            plan = self.plan(tuple(x.shape), tuple(weight.shape), tuple(stride), tuple(padding), tuple(dilation),
-                             groups, bias is not None, True)
+            plan = self.plan(ConvolutionPlan, tuple(x.shape), tuple(weight.shape), tuple(stride), tuple(padding),
+                             tuple(dilation), groups, bias is not None, True)
             dx = paddle.empty(x.shape, dtype='float32') if wants[0] else None
             dw = paddle.empty(weight.shape, dtype='float32') if wants[1] or wants[2] else None
             db = paddle.empty(bias.shape, dtype='float32') if bias is not None and dw is not None else None
-            plan.backward(x.data_ptr(), weight.data_ptr(), dout.data_ptr(), dx.data_ptr() if dx is not None else None,
-                          dw.data_ptr() if dw is not None else None, db.data_ptr() if db is not None else None)
+            plan.backward(x.data_ptr(), weight.data_ptr(), dout.data_ptr(), address(dx), address(dw), address(db))
         return dx, dw if wants[1] else None, db if wants[2] else None
+
+    def resize_forward(self, x, size):
+        with self.lock:
+            plan = self.plan(ResamplingPlan, tuple(x.shape), tuple(size))
+            out = paddle.empty(plan.out_shape, dtype='float32')
+            plan.forward(x.data_ptr(), out.data_ptr())
+        return out
+
+    def resize_backward(self, x_shape, dout):
+        with self.lock:
+            plan = self.plan(ResamplingPlan, tuple(x_shape), tuple(dout.shape[2:]))
+            dx = paddle.empty(x_shape, dtype='float32')
+            plan.backward(dout.data_ptr(), dx.data_ptr())
+        return dx
+
+
+def address(tensor):
+    return None if tensor is None else tensor.data_ptr()
 
 
 class ConvolutionFunction(PyLayer):
@@ -343,12 +404,12 @@ class ConvolutionFunction(PyLayer):
         ctx.geometry, ctx.has_bias = geometry, bias is not None
         ctx.wants = (not x.stop_gradient, not weight.stop_gradient, bias is not None and not bias.stop_gradient)
         ctx.save_for_backward(x, weight, bias)
-        return CONVOLUTIONS.forward(x, weight, bias, *geometry, training=True)
+        return KERNELS.conv_forward(x, weight, bias, *geometry, training=True)
 
     @staticmethod
     def backward(ctx, dout):
         x, weight, bias = ctx.saved_tensor()
-        dx, dw, db = CONVOLUTIONS.backward(x, weight, bias, contiguous(dout), *ctx.geometry, ctx.wants)
+        dx, dw, db = KERNELS.conv_backward(x, weight, bias, contiguous(dout), *ctx.geometry, ctx.wants)
         return (dx, dw, db) if ctx.has_bias else (dx, dw)
 
 
@@ -363,8 +424,34 @@ def conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
     frozen = x.stop_gradient and weight.stop_gradient and (bias is None or bias.stop_gradient)
     needs_grad = paddle.is_grad_enabled() and not frozen
     if not needs_grad:
-        return CONVOLUTIONS.forward(x, weight, bias, *geometry, training=False)
+        return KERNELS.conv_forward(x, weight, bias, *geometry, training=False)
     return ConvolutionFunction.apply(x, weight, *([bias] if bias is not None else []), geometry)
+
+
+class ResizeFunction(PyLayer):
+    @staticmethod
+    def forward(ctx, x, size):
+        ctx.x_shape = list(x.shape)
+        return KERNELS.resize_forward(x, size)
+
+    @staticmethod
+    def backward(ctx, dout):
+        return KERNELS.resize_backward(ctx.x_shape, contiguous(dout))
+
+
+def resize_bilinear(x, size):
+    """F.interpolate(x, size, mode='bilinear', align_corners=False) for float32 NCHW on CPU."""
+    x, size = contiguous(x), [int(v) for v in size]
+    if paddle.is_grad_enabled() and not x.stop_gradient:
+        return ResizeFunction.apply(x, size)
+    return KERNELS.resize_forward(x, size)
+
+
+def routes_resize(x):
+    """Whether model/static_ops.resize sends x to resize_bilinear: inside the forward of an accelerated network
+    (the networks do all their bilinear resizes through that one function), in dygraph, float32 NCHW on CPU."""
+    return (getattr(SCOPE, 'active', False) and paddle.in_dynamic_mode() and x.ndim == 4
+            and x.dtype == paddle.float32 and x.place.is_cpu_place() and not autocast_enabled())
 
 
 def layer_padding(layer):
@@ -397,34 +484,41 @@ def library_path():
 
 
 def self_check():
-    """oneDNN's result on a small grouped, strided, dilated convolution equals Paddle's, gradients too."""
+    """oneDNN's results on a small grouped, strided, dilated convolution and a resize equal Paddle's, gradients
+    too."""
     rng = np.random.default_rng(0)
     x = paddle.to_tensor(rng.standard_normal((2, 4, 9, 11)).astype('float32'), stop_gradient=False)
     w = paddle.to_tensor(rng.standard_normal((6, 2, 3, 3)).astype('float32'), stop_gradient=False)
     b = paddle.to_tensor(rng.standard_normal(6).astype('float32'), stop_gradient=False)
-    ours = conv2d(x, w, b, (2, 1), (1, 2, 2, 1), (1, 2), 2)
-    grads = paddle.grad(ours.sum() * 1.5, [x, w, b])
-    theirs = paddle.nn.functional.conv2d(x, w, b, (2, 1), [1, 2, 2, 1], (1, 2), 2)
-    expected = paddle.grad(theirs.sum() * 1.5, [x, w, b])
-    return all(np.allclose(a.numpy(), e.numpy(), rtol=1e-4, atol=1e-4)
-               for a, e in zip([ours] + list(grads), [theirs] + list(expected)))
+
+    def results(conv, resize):
+        y = conv(x, w, b, (2, 1), [1, 2, 2, 1], (1, 2), 2)
+        z = resize(y, [7, 9])
+        return [z] + list(paddle.grad((z * z).sum(), [x, w, b]))
+
+    ours = results(conv2d, resize_bilinear)
+    theirs = results(paddle.nn.functional.conv2d,
+                     lambda y, size: paddle.nn.functional.interpolate(y, size, mode='bilinear', align_corners=False))
+    return all(np.allclose(a.numpy(), e.numpy(), rtol=1e-4, atol=1e-4 * float(e.abs().max()))
+               for a, e in zip(ours, theirs))
 
 
-CONVOLUTIONS = None
+KERNELS = None
 STATUS = None               # why the library is not used, once tried
+SCOPE = threading.local()   # active: an accelerated network's forward runs in this thread (routes_resize)
 
 
 def available():
     """True when oneDNN loads and passes self_check(); tried once per process."""
-    global CONVOLUTIONS, STATUS
+    global KERNELS, STATUS
     if STATUS is None:
         try:
-            CONVOLUTIONS = Convolutions(Library(library_path()))
+            KERNELS = Kernels(Library(library_path()))
             STATUS = 'ok' if self_check() else 'its convolution differs from Paddle\'s in the self-check'
         except (OSError, AttributeError, OneDNNError) as error:
             STATUS = str(error)
         if STATUS != 'ok':
-            CONVOLUTIONS = None
+            KERNELS = None
     return STATUS == 'ok'
 
 
@@ -434,11 +528,23 @@ def status():
     return STATUS
 
 
+def enter_scope(layer, inputs):
+    SCOPE.active = True
+
+
+def leave_scope(layer, inputs, outputs):
+    SCOPE.active = False
+
+
 def accelerate(network, device='cpu', kernels='onednn'):
-    """Route the network's nn.Conv2D layers through oneDNN when running on CPU with kernels 'onednn'; returns how
-    many, 0 when oneDNN is not available."""
+    """Route the network's nn.Conv2D layers and the bilinear resizes of its forward (routes_resize) through
+    oneDNN when running on CPU with kernels 'onednn'; returns how many layers, 0 when oneDNN is not available."""
     if device != 'cpu' or kernels != 'onednn' or not available():
         return 0
+    # hooks, not a wrapped forward: tracing for export reads forward's signature (an exception inside forward
+    # leaves the scope on until the next accelerated forward ends: a resize elsewhere then merely runs on oneDNN)
+    network.register_forward_pre_hook(enter_scope)
+    network.register_forward_post_hook(leave_scope)
     layers = [layer for layer in network.sublayers(include_self=True)
               if isinstance(layer, paddle.nn.Conv2D) and type(layer).forward is paddle.nn.Conv2D.forward]
     for layer in layers:
