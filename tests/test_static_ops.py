@@ -85,3 +85,20 @@ def test_downsample_uses_explicit_sizes_for_whole_products():
     assert ops.whole_size([1081, 1920], 0.25) is None
     x = tensor(np.random.default_rng(3).random((1, 3, 16, 20), dtype=np.float32))
     np.testing.assert_allclose(ops.downsample(x, 0.25).numpy(), ops.resize(x, [4, 5]).numpy())
+
+
+def test_repeat_pixels_is_nearest_upsampling_with_its_gradient():
+    x = paddle.to_tensor(np.random.default_rng(5).random((7, 3, 4, 2), dtype=np.float32), stop_gradient=False)
+    ours = ops.repeat_pixels(x, 2)
+    theirs = F.interpolate(x, size=[8, 4], mode='nearest')
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    weights = paddle.to_tensor(np.random.default_rng(6).random(ours.shape, dtype=np.float32))
+    grads = [paddle.grad((y * weights).sum(), [x])[0].numpy() for y in (ours, theirs)]
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6)
+    np.testing.assert_array_equal(paddle.jit.to_static(
+        doubled, input_spec=[paddle.static.InputSpec([None, 3, 4, 2], 'float32')], full_graph=True)(x).numpy(),
+        theirs.numpy())
+
+
+def doubled(x):
+    return ops.repeat_pixels(x, 2)
