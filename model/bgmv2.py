@@ -194,7 +194,7 @@ class Refiner(nn.Layer):
         y = [ops.gather_patches(ops.planes(ops.resize(image, half)), idx, 2, half_pad) for image in (src, bgr)]
         x = self.relu(self.bn1(self.conv1(paddle.concat([x] + y, axis=1))))
         x = self.relu(self.bn2(self.conv2(x)))                                      # P x 16 x 4 x 4
-        x = ops.repeat_pixels(x, 2)                                                # P x 16 x 8 x 8 (kernel 3)
+        x = ops.repeat_pixels(x, 2)                                # P x 16 x 8 x 8 (4 x 4 with kernel size 1)
         y = [ops.gather_patches(ops.planes(image), idx, 4, full_pad) for image in (src, bgr)]  # P x 3 x 8 x 8
         x = self.relu(self.bn3(self.conv3(paddle.concat([x] + y, axis=1))))
         return self.conv4(x)                                                        # P x 4 x 4 x 4

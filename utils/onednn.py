@@ -1,11 +1,14 @@
-"""2-D convolutions on CPU through oneDNN, the library inside Paddle's wheel, called with ctypes.
+"""2-D convolutions and bilinear resizes on CPU through oneDNN, the library inside Paddle's wheel, called with
+ctypes.
 
 Paddle's dygraph conv2d runs its own CPU kernels (im2col and GEMM on plain NCHW); oneDNN's convolutions, in the
-blocked layouts they choose themselves, do the same work 1.6-7x faster on this project's machine (a MattingBase
-training step 5.2 s -> 3.5 s). Paddle ships libdnnl.so.3 but no way to call it from dygraph, and no headers, so
-this module binds the few functions of oneDNN's stable C API (3.x) it needs. Nothing is compiled.
+blocked layouts they choose themselves, do the same work 1.6-7x faster on this project's machine, and its
+resampling has a 6x faster backward than Paddle's bilinear interpolation (a MattingBase 256x4 training step
+5.1 s -> 2.7 s with both). Paddle ships libdnnl.so.3 but no way to call it from dygraph, and no headers, so this
+module binds the few functions of oneDNN's stable C API (3.x) it needs. Nothing is compiled.
 
-`accelerate(network)` routes every plain `nn.Conv2D` of a network through `conv2d`; each layer falls back to
+`accelerate(network)` routes every plain `nn.Conv2D` of a network through `conv2d`, and the resizes of its forward
+through `resize_bilinear` (routes_resize); each layer falls back to
 Paddle's own kernel for anything outside float32 NCHW zero-padded convolutions in dygraph on CPU, and everything
 does when the library is missing, is not 3.x, or fails a self-check against Paddle's result. A routed
 convolution's gradients come from `loss.backward()` or from `paddle.grad` asked for every input of it that needs
@@ -29,7 +32,7 @@ QUERY_SRC, QUERY_DIFF_SRC, QUERY_WEIGHTS, QUERY_DIFF_WEIGHTS, QUERY_DST, QUERY_D
 ARG_SRC, ARG_DST, ARG_WEIGHTS, ARG_BIAS = 1, 17, 33, 41
 ARG_DIFF_SRC, ARG_DIFF_DST, ARG_DIFF_WEIGHTS, ARG_DIFF_BIAS = 129, 145, 161, 169
 MAX_NDIMS = 12
-PLANS_KEPT = 512                    # convolution geometries with their primitives kept (a network has ~50-150)
+PLANS_KEPT = 512                    # geometries with their primitives kept (a network has ~50-150)
 
 Dims = ctypes.c_int64 * MAX_NDIMS
 Handle = ctypes.c_void_p
@@ -120,32 +123,31 @@ class Library:
 
 
 class Reorder:
-    """Copy between two layouts of one tensor, or nothing when the layouts are the same."""
+    """Copy between two layouts of one tensor (ARG_SRC -> ARG_DST), or nothing when the layouts are the same."""
 
     def __init__(self, lib, source, target):
-        self.lib, self.source, self.target = lib, source, target
-        self.size = lib.lib.dnnl_memory_desc_get_size(target)
+        self.lib = lib
+        self.source_size, self.target_size = (lib.lib.dnnl_memory_desc_get_size(d) for d in (source, target))
         self.needed = not lib.lib.dnnl_memory_desc_equal(source, target)
         if self.needed:
             pd = lib.create('dnnl_reorder_primitive_desc_create', source, lib.engine, target, lib.engine, None)
             self.primitive = lib.create('dnnl_primitive_create', pd)
             lib.call('dnnl_primitive_desc_destroy', pd)
-            self.memories = (lib.memory(source), lib.memory(target))
+            self.memories = {ARG_SRC: lib.memory(source), ARG_DST: lib.memory(target)}
 
     def close(self):
         if self.needed:
             self.lib.call('dnnl_primitive_destroy', self.primitive)
-            for memory in self.memories:
+            for memory in self.memories.values():
                 self.lib.call('dnnl_memory_destroy', memory)
 
 
 class Primitive:
-    """One primitive with a memory object per argument, each pointed at a buffer when executed."""
+    """One primitive with a memory object per argument ({arg: memory desc}), pointed at a buffer when executed."""
 
     def __init__(self, lib, pd, args):
         self.lib, self.pd = lib, pd
         self.primitive = lib.create('dnnl_primitive_create', pd)
-        self.args = args                                   # {arg: memory desc}
         self.memories = {arg: lib.memory(desc) for arg, desc in args.items()}
 
     def desc(self, query):
@@ -175,32 +177,30 @@ class Executor:
         """Address of the data in reorder.target's layout, copying `source` when the layouts differ."""
         if not reorder.needed:
             return source
-        target = self.scratch(reorder.size)
-        self.run(reorder.primitive, dict(zip((ARG_SRC, ARG_DST), reorder.memories)), {ARG_SRC: source, ARG_DST: target})
+        target = self.scratch(reorder.target_size)
+        self.execute(reorder, {ARG_SRC: source, ARG_DST: target})
         return target
 
     def reorder_into(self, reorder, target):
         """Scratch for a result in reorder.source's layout, copied to `target` by finish()."""
         if not reorder.needed:
             return target
-        source = self.scratch(self.lib.lib.dnnl_memory_desc_get_size(reorder.source))
+        source = self.scratch(reorder.source_size)
         self.pending.append((reorder, source, target))
         return source
 
     def execute(self, primitive, addresses):
-        self.run(primitive.primitive, primitive.memories, addresses)
-
-    def run(self, handle, memories, addresses):
+        """primitive: a Primitive or a needed Reorder; addresses: {arg: buffer address}."""
         args = (ExecArg * len(addresses))()
         for slot, (arg, address) in zip(args, addresses.items()):
-            self.lib.call('dnnl_memory_set_data_handle', memories[arg], address)
-            slot.arg, slot.memory = arg, memories[arg]
-        self.lib.call('dnnl_primitive_execute', handle, self.lib.stream, len(addresses), args)
+            memory = primitive.memories[arg]
+            self.lib.call('dnnl_memory_set_data_handle', memory, address)
+            slot.arg, slot.memory = arg, memory
+        self.lib.call('dnnl_primitive_execute', primitive.primitive, self.lib.stream, len(addresses), args)
 
     def finish(self):
         for reorder, source, target in self.pending:
-            self.run(reorder.primitive, dict(zip((ARG_SRC, ARG_DST), reorder.memories)),
-                     {ARG_SRC: source, ARG_DST: target})
+            self.execute(reorder, {ARG_SRC: source, ARG_DST: target})
         self.lib.call('dnnl_stream_wait', self.lib.stream)
         self.keep, self.pending = [], []
 
@@ -255,13 +255,17 @@ class ConvolutionPlan:
         """Gradients into dx (backward-data) and dw, db (backward-weights); None skips one."""
         data, weights = self.backward_primitives()
         run = Executor(self.lib)
+        ddst = None
         if dx is not None:
             prim, (ddst_r, wei_r, dsrc_r) = data
-            run.execute(prim, {ARG_DIFF_DST: run.reorder(ddst_r, dout), ARG_WEIGHTS: run.reorder(wei_r, weight),
+            ddst = run.reorder(ddst_r, dout)
+            run.execute(prim, {ARG_DIFF_DST: ddst, ARG_WEIGHTS: run.reorder(wei_r, weight),
                                ARG_DIFF_SRC: run.reorder_into(dsrc_r, dx)})
         if dw is not None:
             prim, (src_r, ddst_r, dwei_r) = weights
-            addresses = {ARG_SRC: run.reorder(src_r, x), ARG_DIFF_DST: run.reorder(ddst_r, dout),
+            if ddst is None or not self.shared_diff_dst:                 # one copy of dout when both take one layout
+                ddst = run.reorder(ddst_r, dout)
+            addresses = {ARG_SRC: run.reorder(src_r, x), ARG_DIFF_DST: ddst,
                          ARG_DIFF_WEIGHTS: run.reorder_into(dwei_r, dw)}
             if self.bias:
                 addresses[ARG_DIFF_BIAS] = db
@@ -287,6 +291,8 @@ class ConvolutionPlan:
                 (weights, (Reorder(lib, self.user['src'], weights.desc(QUERY_SRC)),
                            Reorder(lib, self.user['dst'], weights.desc(QUERY_DIFF_DST)),
                            Reorder(lib, weights.desc(QUERY_DIFF_WEIGHTS), self.user['wei']))))
+            shared = lib.lib.dnnl_memory_desc_equal(data.desc(QUERY_DIFF_DST), weights.desc(QUERY_DIFF_DST))
+            self.shared_diff_dst = bool(shared)
         return self.backward_parts
 
     def close(self):
