@@ -1,4 +1,6 @@
 """oneDNN convolutions (utils/onednn.py) against Paddle's own kernels: outputs and all three gradients."""
+import os
+
 import numpy as np
 import paddle
 import pytest
@@ -158,3 +160,29 @@ def test_resizes_route_inside_an_accelerated_forward_only():
     np.testing.assert_allclose(accelerated(x).numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
     assert plain.routed == [False, False] and accelerated.routed == [True, False]
     assert not onednn.routes_resize(x)                    # outside any accelerated forward
+
+
+def test_kernels_use_every_core_and_leave_the_callers_openmp_setting(monkeypatch):
+    lib = onednn.KERNELS.lib
+    assert lib.openmp, 'no OpenMP runtime found beside libdnnl'
+    assert lib.threads == onednn.cpu_threads()
+    seen = []
+    forward = onednn.ConvolutionPlan.forward
+
+    def recording(plan, *args):
+        seen.append([runtime.omp_get_max_threads() for runtime in lib.openmp])
+        return forward(plan, *args)
+    monkeypatch.setattr(onednn.ConvolutionPlan, 'forward', recording)
+    for runtime in lib.openmp:
+        runtime.omp_set_num_threads(1)
+    x, w, _ = tensors(GEOMETRIES[0])
+    onednn.conv2d(x, w, None, (1, 1), (1, 1, 1, 1))
+    assert seen == [[lib.threads] * len(lib.openmp)]
+    assert [runtime.omp_get_max_threads() for runtime in lib.openmp] == [1] * len(lib.openmp)
+
+
+def test_thread_count_follows_a_users_omp_num_threads(monkeypatch):
+    monkeypatch.setenv('OMP_NUM_THREADS', '3')
+    assert onednn.cpu_threads() == 3
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')             # what Paddle writes when it was unset
+    assert onednn.cpu_threads() == len(os.sched_getaffinity(0))
