@@ -46,6 +46,15 @@ def test_base_loss_matches_the_official_sum():
     assert pha.grad is not None and err.grad is not None
 
 
+def test_foreground_term_gradient_is_the_masked_l1s():
+    only_fgr = LossWeights(pha=0, sobel=0, err=0, laplacian=0)
+    pha, err, fgr, true_fgr = t(2, 1, 8, 8), t(2, 1, 8, 8), t(2, 3, 8, 8), t(2, 3, 8, 8)
+    true_pha = paddle.to_tensor((RNG.random((2, 1, 8, 8)) > 0.5).astype(np.float32))
+    base_loss(pha, fgr, err, true_pha, true_fgr, only_fgr)[0].backward()
+    f, tf, mask = fgr.numpy(), true_fgr.numpy(), true_pha.numpy() > 0
+    np.testing.assert_allclose(fgr.grad.numpy(), np.sign(f - tf) * mask / f.size, rtol=1e-6, atol=1e-9)
+
+
 def test_error_target_detached_in_base_not_in_refine():
     only_err = LossWeights(pha=0, sobel=0, fgr=0, laplacian=0)
     pha, err, true_pha, fgr = t(1, 1, 16, 16), t(1, 1, 16, 16), t(1, 1, 16, 16), t(1, 3, 16, 16)

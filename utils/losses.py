@@ -21,20 +21,20 @@ class LossWeights:
     laplacian: float = 1.0    # Laplacian-pyramid alpha loss (not in the official code; speeds convergence)
 
 
-def _kernel(rows, channels):
-    k = paddle.to_tensor(rows, dtype='float32')
-    return k.unsqueeze(0).unsqueeze(0).tile([channels, 1, 1, 1])
+def _filter(x, rows):
+    """The same 2-D filter on each channel, no padding."""
+    c = x.shape[1]
+    weight = paddle.to_tensor(rows, dtype='float32').unsqueeze(0).unsqueeze(0).tile([c, 1, 1, 1])
+    return F.conv2d(x, weight, groups=c)
 
 
 def sobel(x, eps=1e-6):
     """kornia.filters.sobel: per-channel 3x3 Sobel normalised by its L1 sum (1/8), replicate padding,
     magnitude sqrt(gx^2 + gy^2 + eps)."""
-    c = x.shape[1]
     gx = [[-1 / 8, 0, 1 / 8], [-2 / 8, 0, 2 / 8], [-1 / 8, 0, 1 / 8]]
     gy = [list(r) for r in zip(*gx)]
     x = F.pad(x, [1, 1, 1, 1], mode='replicate')
-    dx = F.conv2d(x, _kernel(gx, c), groups=c)
-    dy = F.conv2d(x, _kernel(gy, c), groups=c)
+    dx, dy = _filter(x, gx), _filter(x, gy)
     return paddle.sqrt(dx * dx + dy * dy + eps)
 
 
@@ -42,7 +42,7 @@ GAUSS = [[a * b / 256 for b in (1, 4, 6, 4, 1)] for a in (1, 4, 6, 4, 1)]
 
 
 def _blur(x):
-    return F.conv2d(F.pad(x, [2, 2, 2, 2], mode='reflect'), _kernel(GAUSS, x.shape[1]), groups=x.shape[1])
+    return _filter(F.pad(x, [2, 2, 2, 2], mode='reflect'), GAUSS)
 
 
 def _upsample(x):
@@ -84,8 +84,11 @@ def _alpha_terms(pha, true_pha, w, suffix=''):
 
 
 def _fgr_term(fgr, true_fgr, true_pha, w):
+    """L1 of fgr * mask against true_fgr * mask (mask: true alpha > 0), summed over the colours before the mask
+    multiply: the same value without Paddle's slow broadcast of the mask over 3 channels (66 -> 18 ms with the
+    gradient at 4 x 256 x 256)."""
     mask = (true_pha > 0).astype(fgr.dtype)
-    return w.fgr * F.l1_loss(fgr * mask, true_fgr * mask)
+    return w.fgr * (paddle.abs(fgr - true_fgr).sum(axis=1, keepdim=True) * mask).mean() / fgr.shape[1]
 
 
 def _resize(x, size):
