@@ -130,7 +130,8 @@ class ModelConfig:
     cpu_kernels: str = option('onednn', '--cpu-kernels', choices=('onednn', 'paddle'),
                               help="the kernels of convolutions and bilinear resizes in dygraph on CPU (training, "
                                    "the dygraph backend): oneDNN, the library inside Paddle's wheel (1.5-7x "
-                                   "faster; Paddle's own when it cannot load), or Paddle's own")
+                                   "faster, on every core or OMP_NUM_THREADS when above 1; Paddle's own when it "
+                                   "cannot load), or Paddle's own")
     family: str = None
     options: object = None
 
