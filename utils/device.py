@@ -1,6 +1,8 @@
-"""Choosing the device Paddle runs on."""
+"""Choosing the device Paddle runs on, and how many CPU cores it may use."""
 import ctypes
 import ctypes.util
+import math
+import os
 
 import paddle
 
@@ -18,6 +20,32 @@ def keep_large_blocks():
         return bool(libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
     except (OSError, AttributeError):
         return False
+
+
+def cgroup_cpus(root='/sys/fs/cgroup'):
+    """CPUs a cgroup quota allows (a container's --cpus: v2 cpu.max, v1 cpu/cpu.cfs_quota_us), rounded up; None
+    without a quota."""
+    try:
+        with open(os.path.join(root, 'cpu.max')) as f:
+            quota, period = f.read().split()[:2]
+    except (OSError, ValueError):
+        try:
+            with open(os.path.join(root, 'cpu', 'cpu.cfs_quota_us')) as q, \
+                    open(os.path.join(root, 'cpu', 'cpu.cfs_period_us')) as p:
+                quota, period = q.read().strip(), p.read().strip()
+        except OSError:
+            return None
+    if not (quota.isdigit() and period.isdigit() and int(period) > 0):
+        return None                                     # 'max' (v2) or -1 (v1): no quota
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
+def usable_cpus():
+    """The cores this process may use: its CPU affinity, capped by a cgroup quota (more threads than the quota
+    only wait for their turn)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    quota = cgroup_cpus()
+    return min(cores, quota) if quota else cores
 
 
 def set_device(name):

@@ -26,6 +26,8 @@ import numpy as np
 import paddle
 from paddle.autograd import PyLayer
 
+from utils.device import usable_cpus
+
 # oneDNN 3.x C API values (dnnl_types.h, dnnl_common_types.h); fixed across 3.x releases: they are the ABI
 SUCCESS, CPU_ENGINE, F32, STREAM_IN_ORDER = 0, 1, 3, 1
 TAG_ANY, TAG_A, TAG_ABCD, TAG_ABCDE, TAG_ACDB = 1, 2, 5, 6, 22     # acdb: NHWC
@@ -54,12 +56,12 @@ class OneDNNError(RuntimeError):
 
 
 def cpu_threads():
-    """oneDNN's threads: OMP_NUM_THREADS when set above 1, else every core this process may use (Paddle sets an
-    unset OMP_NUM_THREADS to 1 at import, so a 1 there is Paddle's, not the user's)."""
+    """oneDNN's threads: OMP_NUM_THREADS when set above 1, else every core this process may use (usable_cpus;
+    Paddle sets an unset OMP_NUM_THREADS to 1 at import, so a 1 there is Paddle's, not the user's)."""
     requested = os.environ.get('OMP_NUM_THREADS', '')
     if requested.isdigit() and int(requested) > 1:
         return int(requested)
-    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    return usable_cpus()
 
 
 def openmp_runtimes():
