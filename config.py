@@ -17,6 +17,7 @@ from utils.device import usable_cpus
 from utils.options import checked, non_negative_int, option, positive_int
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+CPUS = usable_cpus()                        # read once: the cgroup files behind it do not change
 DEFAULT_MODEL_TYPE = 'mattingrefine'
 OUTPUT_TYPES = ('com', 'pha', 'fgr', 'err', 'ref')
 
@@ -205,9 +206,9 @@ class BackendConfig:
                                'paddle2onnx and onnxruntime). auto: inference on CPU when there are more than 8 '
                                'frames and the family exports, else dygraph. Exports are made on the fly; '
                                'tools/export.py writes them once')
-    threads: int = option(usable_cpus(), '--threads', type=positive_int,
+    threads: int = option(CPUS, '--threads', type=positive_int,
                           help='CPU threads of the inference and onnxruntime backends',
-                          default_help=f'{usable_cpus()}: the cores this process may use')
+                          default_help=f'{CPUS}: the cores this process may use')
     precision: str = option('fp32', '--precision', choices=('fp32', 'fp16'), help='fp16 needs --device gpu')
     export_dir: Optional[str] = option(None, '--export-dir', metavar='DIR',
                                        help='inference / onnxruntime: the folder tools/export.py wrote (same model '
@@ -438,9 +439,9 @@ class DataConfig:
     resolution: Optional[int] = option(None, '--resolution', type=positive_int,
                                        help='side of the loaded samples; crops are 1/2 to 1 of it',
                                        default_help='by model type, see below')
-    num_workers: int = option(min(4, usable_cpus()), '--num-workers', type=non_negative_int,
+    num_workers: int = option(min(4, CPUS), '--num-workers', type=non_negative_int,
                               help='data-loading processes (0: in the training process)',
-                              default_help=f'{min(4, usable_cpus())}: min(4, usable CPU cores)')
+                              default_help=f'{min(4, CPUS)}: min(4, usable CPU cores)')
     valid_samples: int = option(50, '--valid-samples', type=positive_int, help='evenly spaced validation samples')
 
 
