@@ -169,8 +169,8 @@ class Refiner(nn.Layer):
         idx = ops.with_dummy(paddle.nonzero(ref[:, 0]))                # P+1 x 3 rows of (b, y, x)
         out = ops.resize(paddle.concat([pha, fgr], axis=1), [H, W])
         patches = self.refine_patches(src, bgr, coarse, idx)           # P+1 x 4 x 4 x 4
-        out = ops.scatter_patches(out, patches, idx)
-        return out[:, :1], out[:, 1:], ref
+        pha, fgr = paddle.split(ops.scatter_patches(out, patches, idx), [1, 3], axis=1)   # split: see split_channels
+        return pha, fgr, ref
 
     def select_refinement_regions(self, err):
         """err: B x 1 x H/4 x W/4 -> 0/1 map of the patches to refine."""
@@ -189,14 +189,14 @@ class Refiner(nn.Layer):
         # kernel 3: 2x2 half-res cores with 3 px of context, 4x4 full-res cores with 2 px
         half_pad, full_pad = (3, 2) if self.kernel_size == 3 else (0, 0)
         half = [H // 2, W // 2]
-        # crops read channel-major planes (C x B x H x W); transposed where the map is smallest
-        x = ops.gather_patches(ops.resize(ops.planes(coarse), half), idx, 2, half_pad)     # P x 36 x 8 x 8
-        y = [ops.gather_patches(ops.planes(ops.resize(image, half)), idx, 2, half_pad) for image in (src, bgr)]
-        x = self.relu(self.bn1(self.conv1(paddle.concat([x] + y, axis=1))))
+        # one crop of each resolution, its channels already in the convolution's order (coarse, src, bgr)
+        x = paddle.concat([ops.resize(m, half) for m in (coarse, src, bgr)], axis=1)   # B x 42 x H/2 x W/2
+        x = ops.gather_patches(ops.pixels(x), idx, 2, half_pad)                       # P x 42 x 8 x 8
+        x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))                                      # P x 16 x 4 x 4
         x = ops.repeat_pixels(x, 2)                                # P x 16 x 8 x 8 (4 x 4 with kernel size 1)
-        y = [ops.gather_patches(ops.planes(image), idx, 4, full_pad) for image in (src, bgr)]  # P x 3 x 8 x 8
-        x = self.relu(self.bn3(self.conv3(paddle.concat([x] + y, axis=1))))
+        y = ops.gather_patches(ops.pixels(paddle.concat([src, bgr], axis=1)), idx, 4, full_pad)  # P x 6 x 8 x 8
+        x = self.relu(self.bn3(self.conv3(paddle.concat([x, y], axis=1))))
         return self.conv4(x)                                                        # P x 4 x 4 x 4
 
     def refine_full(self, src_bgr, coarse):

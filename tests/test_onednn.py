@@ -106,6 +106,30 @@ def test_accelerate_routes_layers_and_keeps_results():
         np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=1e-4, atol=1e-4 * float(e.abs().max()))
 
 
+def test_accelerated_mattingrefine_matches_paddle_with_gradients():
+    """The refiner's patch path on oneDNN (bilinear and nearest resampling, convolutions): the same outputs and
+    parameter gradients as on Paddle's kernels, with hundreds of patches. BatchNorm keeps its running statistics:
+    batch statistics of an untrained network amplify float rounding (1e-7 -> 1e-3 through the base network)."""
+    from model import MattingRefine
+    paddle.seed(7)
+    plain = MattingRefine('mobilenetv2', refine_sample_pixels=4000)
+    fast = MattingRefine('mobilenetv2', refine_sample_pixels=4000)
+    fast.set_state_dict(plain.state_dict())
+    assert onednn.accelerate(fast) > 0
+    rng = np.random.default_rng(8)
+    src, bgr = [paddle.to_tensor(rng.random((2, 3, 96, 128)).astype('float32')) for _ in range(2)]
+    results = []
+    for net in (plain, fast):
+        net.eval()
+        out = net(src, bgr)
+        ((out.pha * out.pha).sum() + (out.fgr * src).sum() + out.err_sm.sum()).backward()
+        results.append([out.pha, out.fgr] + [p.grad for p in net.parameters() if p.grad is not None])
+    assert len(results[0]) == len(results[1]) > 100
+    assert float(out.ref_sm.sum()) == 2 * 250                                   # 4000 / 16 patches per image
+    for a, e in zip(results[1], results[0]):
+        np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=1e-4, atol=1e-4 * max(float(e.abs().max()), 1e-3))
+
+
 def test_accelerated_network_still_exports(tmp_path):
     """Tracing (to_static, jit.save) takes Paddle's kernels: the graph has no Python call in it."""
     paddle.seed(3)
@@ -131,10 +155,27 @@ def test_resize_equals_paddle_with_gradient(shape, size):
 
     target = paddle.to_tensor(np.random.default_rng(1).standard_normal(shape[:2] + size).astype('float32'))
     ours, theirs = [(fn(x, size), paddle.grad((fn(x, size) * target).sum(), [x])[0])
-                    for fn in (onednn.resize_bilinear, interpolate)]
+                    for fn in (onednn.resample, interpolate)]
     assert ours[0].shape == theirs[0].shape == list(shape[:2] + size)
     for a, e in zip(ours, theirs):
         np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=1e-5, atol=1e-5 * float(e.abs().max()))
+
+
+@pytest.mark.parametrize('shape, factor', [((7, 16, 4, 4), 2), ((2, 3, 5, 6), 3), ((1, 2, 3, 3), 1)])
+def test_nearest_upscaling_equals_paddle_with_gradient(shape, factor):
+    x = paddle.to_tensor(np.random.default_rng(5).standard_normal(shape).astype('float32'), stop_gradient=False)
+    size = (shape[2] * factor, shape[3] * factor)
+    target = paddle.to_tensor(np.random.default_rng(2).standard_normal(shape[:2] + size).astype('float32'))
+
+    def nearest(x, size):
+        return paddle.nn.functional.interpolate(x, size, mode='nearest')
+
+    ours, theirs = [(fn(x, size), paddle.grad((fn(x, size) * target).sum(), [x])[0])
+                    for fn in (lambda x, size: onednn.resample(x, size, 'nearest'), nearest)]
+    np.testing.assert_array_equal(ours[0].numpy(), theirs[0].numpy())          # the same pixels, copied
+    np.testing.assert_allclose(ours[1].numpy(), theirs[1].numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match='not a whole upscaling factor'):
+        onednn.resample(x, (shape[2] * factor + 1, shape[3] * factor), 'nearest')
 
 
 class Resizing(paddle.nn.Layer):

@@ -31,7 +31,7 @@ def test_gather_and_scatter_patches_against_numpy():
     rng = np.random.default_rng(0)
     x = rng.random((2, 3, 8, 12), dtype=np.float32)
     idx = np.array([[0, 1, 2], [1, 0, 0], [1, 1, 2]], np.int64)
-    patches = ops.gather_patches(ops.planes(tensor(x)), tensor(idx), 4, 1).numpy()       # 3 x 3 x 6 x 6
+    patches = ops.gather_patches(ops.pixels(tensor(x)), tensor(idx), 4, 1).numpy()       # 3 x 3 x 6 x 6
     padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     for p, (b, y, x0) in zip(patches, idx):
         np.testing.assert_array_equal(p, padded[b, :, y * 4:y * 4 + 6, x0 * 4:x0 * 4 + 6])

@@ -108,7 +108,7 @@ def instrumented(model, timer):
     for layer in (model.backbone, model.aspp, model.decoder):
         hooks.append(layer.register_forward_pre_hook(lambda *_: timer.enter('base')))
         hooks.append(layer.register_forward_post_hook(lambda *_: timer.leave()))
-    sections = {'resize': 'resizes', 'planes': 'patch crop', 'gather_patches': 'patch crop',
+    sections = {'resize': 'resizes', 'pixels': 'patch crop', 'gather_patches': 'patch crop',
                 'scatter_patches': 'patch replace'}
     functions = {name: getattr(ops, name) for name in sections}
     for name, fn in functions.items():

@@ -9,7 +9,7 @@ module binds the few functions of oneDNN's stable C API (3.x) it needs. Nothing 
 every core this process may use (cpu_threads), whatever OpenMP team size Paddle leaves to its own.
 
 `accelerate(network)` routes every plain `nn.Conv2D` of a network through `conv2d`, and the resizes of its forward
-through `resize_bilinear` (routes_resize); each layer falls back to
+through `resample` (routes_resize); each layer falls back to
 Paddle's own kernel for anything outside float32 NCHW zero-padded convolutions in dygraph on CPU, and everything
 does when the library is missing, is not 3.x, or fails a self-check against Paddle's result. A routed
 convolution's gradients come from `loss.backward()` or from `paddle.grad` asked for every input of it that needs
@@ -31,7 +31,8 @@ from utils.device import usable_cpus
 # oneDNN 3.x C API values (dnnl_types.h, dnnl_common_types.h); fixed across 3.x releases: they are the ABI
 SUCCESS, CPU_ENGINE, F32, STREAM_IN_ORDER = 0, 1, 3, 1
 TAG_ANY, TAG_A, TAG_ABCD, TAG_ABCDE, TAG_ACDB = 1, 2, 5, 6, 22     # acdb: NHWC
-FORWARD_TRAINING, FORWARD_INFERENCE, CONVOLUTION_DIRECT, RESAMPLING_LINEAR = 64, 96, 1, 0x2fff1
+FORWARD_TRAINING, FORWARD_INFERENCE, CONVOLUTION_DIRECT = 64, 96, 1
+RESAMPLING = {'nearest': 0x2fff0, 'bilinear': 0x2fff1}
 QUERY_SRC, QUERY_DIFF_SRC, QUERY_WEIGHTS, QUERY_DIFF_WEIGHTS, QUERY_DST, QUERY_DIFF_DST = 129, 130, 131, 132, 133, 134
 ARG_SRC, ARG_DST, ARG_WEIGHTS, ARG_BIAS = 1, 17, 33, 41
 ARG_DIFF_SRC, ARG_DIFF_DST, ARG_DIFF_WEIGHTS, ARG_DIFF_BIAS = 129, 145, 161, 169
@@ -350,18 +351,19 @@ class ConvolutionPlan:
 
 
 class ResamplingPlan:
-    """Bilinear resizing (align_corners=False: oneDNN's linear resampling, the same half-pixel rule) of one shape.
-    It runs in channels-last (NHWC), where oneDNN's kernel is vectorised; 6x faster backward than NCHW."""
+    """Resizing of one shape: bilinear (align_corners=False: oneDNN's linear resampling, the same half-pixel rule)
+    or nearest (the same pixels as Paddle's at whole upscaling factors only: resample() is used so). It runs in
+    channels-last (NHWC), where oneDNN's kernel is vectorised; 6x faster backward than NCHW."""
 
-    def __init__(self, lib, x_shape, size):
+    def __init__(self, lib, x_shape, size, mode):
         self.lib, self.out_shape = lib, list(x_shape[:2]) + list(size)
         self.user = [lib.memory_desc(x_shape, TAG_ABCD), lib.memory_desc(self.out_shape, TAG_ABCD)]
         self.nhwc = [lib.memory_desc(x_shape, TAG_ACDB), lib.memory_desc(self.out_shape, TAG_ACDB)]
         src, dst = self.nhwc
         pd = lib.create('dnnl_resampling_forward_primitive_desc_create', lib.engine, FORWARD_TRAINING,
-                        RESAMPLING_LINEAR, None, src, dst, None)
+                        RESAMPLING[mode], None, src, dst, None)
         self.fwd = Primitive(lib, pd, {ARG_SRC: src, ARG_DST: dst})
-        pd = lib.create('dnnl_resampling_backward_primitive_desc_create', lib.engine, RESAMPLING_LINEAR, None,
+        pd = lib.create('dnnl_resampling_backward_primitive_desc_create', lib.engine, RESAMPLING[mode], None,
                         src, dst, pd, None)
         self.bwd = Primitive(lib, pd, {ARG_DIFF_DST: dst, ARG_DIFF_SRC: src})
         (user_src, user_dst), (src, dst) = self.user, self.nhwc
@@ -424,16 +426,16 @@ class Kernels:
             plan.backward(x.data_ptr(), weight.data_ptr(), dout.data_ptr(), address(dx), address(dw), address(db))
         return dx, dw if wants[1] else None, db if wants[2] else None
 
-    def resize_forward(self, x, size):
+    def resize_forward(self, x, size, mode='bilinear'):
         with self.lock, self.lib.parallel():
-            plan = self.plan(ResamplingPlan, tuple(x.shape), tuple(size))
+            plan = self.plan(ResamplingPlan, tuple(x.shape), tuple(size), mode)
             out = paddle.empty(plan.out_shape, dtype='float32')
             plan.forward(x.data_ptr(), out.data_ptr())
         return out
 
-    def resize_backward(self, x_shape, dout):
+    def resize_backward(self, x_shape, dout, mode='bilinear'):
         with self.lock, self.lib.parallel():
-            plan = self.plan(ResamplingPlan, tuple(x_shape), tuple(dout.shape[2:]))
+            plan = self.plan(ResamplingPlan, tuple(x_shape), tuple(dout.shape[2:]), mode)
             dx = paddle.empty(x_shape, dtype='float32')
             plan.backward(dout.data_ptr(), dx.data_ptr())
         return dx
@@ -479,26 +481,29 @@ def conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
 
 class ResizeFunction(PyLayer):
     @staticmethod
-    def forward(ctx, x, size):
-        ctx.x_shape = list(x.shape)
-        return KERNELS.resize_forward(x, size)
+    def forward(ctx, x, size, mode):
+        ctx.x_shape, ctx.mode = list(x.shape), mode
+        return KERNELS.resize_forward(x, size, mode)
 
     @staticmethod
     def backward(ctx, dout):
-        return KERNELS.resize_backward(ctx.x_shape, contiguous(dout))
+        return KERNELS.resize_backward(ctx.x_shape, contiguous(dout), ctx.mode)
 
 
-def resize_bilinear(x, size):
-    """F.interpolate(x, size, mode='bilinear', align_corners=False) for float32 NCHW on CPU."""
+def resample(x, size, mode='bilinear'):
+    """F.interpolate(x, size, mode='bilinear', align_corners=False) for float32 NCHW on CPU; mode='nearest' only
+    for sizes that are whole multiples of x's (elsewhere oneDNN's nearest pixel differs from Paddle's)."""
     x, size = contiguous(x), [int(v) for v in size]
+    if mode == 'nearest' and (size[0] % x.shape[2] or size[1] % x.shape[3]):
+        raise ValueError(f'nearest resampling of {list(x.shape[2:])} to {size}: not a whole upscaling factor')
     if paddle.is_grad_enabled() and not x.stop_gradient:
-        return ResizeFunction.apply(x, size)
-    return KERNELS.resize_forward(x, size)
+        return ResizeFunction.apply(x, size, mode)
+    return KERNELS.resize_forward(x, size, mode)
 
 
 def routes_resize(x):
-    """Whether model/static_ops.resize sends x to resize_bilinear: inside the forward of an accelerated network
-    (the networks do all their bilinear resizes through that one function), in dygraph, float32 NCHW on CPU."""
+    """Whether model/static_ops.resize and repeat_pixels send x to resample: inside the forward of an accelerated
+    network (the networks do all their resizes through those two), in dygraph, float32 NCHW on CPU."""
     return (getattr(SCOPE, 'active', False) and paddle.in_dynamic_mode() and x.ndim == 4
             and x.dtype == paddle.float32 and x.place.is_cpu_place() and not autocast_enabled())
 
@@ -545,7 +550,7 @@ def self_check():
         z = resize(y, [7, 9])
         return [z] + list(paddle.grad((z * z).sum(), [x, w, b]))
 
-    ours = results(conv2d, resize_bilinear)
+    ours = results(conv2d, resample)
     theirs = results(paddle.nn.functional.conv2d,
                      lambda y, size: paddle.nn.functional.interpolate(y, size, mode='bilinear', align_corners=False))
     return all(np.allclose(a.numpy(), e.numpy(), rtol=1e-4, atol=1e-4 * float(e.abs().max()))
