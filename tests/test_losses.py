@@ -1,9 +1,10 @@
 """Losses against numpy re-computations of the official definitions (spec/bgmv2.md 2.5)."""
 import numpy as np
 import paddle
+import paddle.nn.functional as F
 import pytest
 
-from utils.losses import LossWeights, base_loss, laplacian_loss, refine_loss, sobel
+from utils.losses import LossWeights, base_loss, laplacian_loss, laplacian_pyramid, refine_loss, sobel
 
 RNG = np.random.default_rng(0)
 
@@ -81,6 +82,9 @@ def test_laplacian_loss():
     a, b = t(2, 1, 64, 48), t(2, 1, 64, 48)
     assert float(laplacian_loss(a, a)) == 0
     assert float(laplacian_loss(a, b)) > 0
+    two_pyramids = sum(2 ** i * float(F.l1_loss(p, q)) for i, (p, q) in          # 4 levels fit 64 x 48
+                       enumerate(zip(laplacian_pyramid(a, 4), laplacian_pyramid(b, 4)))) / 5
+    assert float(laplacian_loss(a, b)) == pytest.approx(two_pyramids, rel=1e-5)        # the pyramid is linear
     # a constant offset has no band-pass content away from the border: far smaller than real differences
     assert float(laplacian_loss(a, a + 0.2)) < 0.2 * float(laplacian_loss(a, b))
     # fine detail (level 0) counts less than coarse structure of the same amplitude (weights 2^level)

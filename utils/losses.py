@@ -68,12 +68,13 @@ def laplacian_pyramid(x, levels):
 
 def laplacian_loss(pred, true, max_levels=5):
     """RVM's loss: L1 between Laplacian pyramids, level l weighted 2^l, divided by the number of levels.
-    Maps too small for 5 levels (reflect padding needs > 2 px) use fewer."""
+    Maps too small for 5 levels (reflect padding needs > 2 px) use fewer. The pyramid is linear (pads, filters,
+    strides), so the difference of two pyramids is the pyramid of the difference: one pyramid, not two."""
     levels = max_levels
     while levels > 1 and min(pred.shape[2:]) >> (levels - 1) < 4:
         levels -= 1
-    pairs = zip(laplacian_pyramid(pred, levels), laplacian_pyramid(true, levels))
-    return sum(2 ** i * F.l1_loss(p, t) for i, (p, t) in enumerate(pairs)) / max_levels
+    bands = laplacian_pyramid(pred - true, levels)
+    return sum(2 ** i * band.abs().mean() for i, band in enumerate(bands)) / max_levels
 
 
 def _alpha_terms(pha, true_pha, w, suffix=''):
