@@ -10,7 +10,7 @@ from PIL import Image
 import predict
 from conftest import build_model
 from utils.alignment import align_background
-from utils.io import VideoReader, read_alpha, read_image, write_image
+from utils.io import VideoReader, read_alpha, read_image, write_image, yuv420
 
 
 def random_weights(tmp_path_factory, model_type, backbone, seed):
@@ -170,6 +170,26 @@ def write_video(path, frames, fps):
     for f in frames:
         writer.write((f[..., ::-1] * 255).astype(np.uint8))
     writer.release()
+
+
+def test_yuv420_is_ffmpegs_conversion():
+    """The video writer's own RGB/gray -> yuv420p equals swscale's (what PyAV would do) within rounding."""
+    av = pytest.importorskip('av')
+    photo = (read_image(os.path.join(os.path.dirname(os.path.dirname(__file__)), 'image', 'src', 'bgmv1_0500.jpg'))
+             * 255).round().astype(np.uint8)[:240, :320]
+    h = photo.shape[0]
+    for frame, fmt in ((photo, 'rgb24'), (cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY), 'gray')):
+        ours = yuv420(frame).astype(int)
+        theirs = av.VideoFrame.from_ndarray(frame, fmt).reformat(format='yuv420p').to_ndarray().astype(int)
+        assert ours.shape == theirs.shape == (h * 3 // 2, 320)
+        assert np.abs(ours[:h] - theirs[:h]).max() <= 1                      # luma
+        chroma = np.abs(ours[h:] - theirs[h:])                                 # subsampled with other filters
+        assert chroma.mean() < 0.5 and chroma.max() <= 12
+    noise = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)      # chroma of 2 x 2 means
+    cb = 128 + noise.astype(float) @ np.array([-37.797, -74.203, 112.0]) / 255
+    u = yuv420(noise)[32:40].reshape(16, 24)
+    error = np.abs(u - cb.reshape(16, 2, 24, 2).mean((1, 3)))                    # three roundings to uint8
+    assert error.mean() < 0.5 and error.max() <= 1.5
 
 
 @pytest.mark.parametrize('fmt', ['video', 'png'])
