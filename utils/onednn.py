@@ -426,14 +426,14 @@ class Kernels:
             plan.backward(x.data_ptr(), weight.data_ptr(), dout.data_ptr(), address(dx), address(dw), address(db))
         return dx, dw if wants[1] else None, db if wants[2] else None
 
-    def resize_forward(self, x, size, mode='bilinear'):
+    def resize_forward(self, x, size, mode):
         with self.lock, self.lib.parallel():
             plan = self.plan(ResamplingPlan, tuple(x.shape), tuple(size), mode)
             out = paddle.empty(plan.out_shape, dtype='float32')
             plan.forward(x.data_ptr(), out.data_ptr())
         return out
 
-    def resize_backward(self, x_shape, dout, mode='bilinear'):
+    def resize_backward(self, x_shape, dout, mode):
         with self.lock, self.lib.parallel():
             plan = self.plan(ResamplingPlan, tuple(x_shape), tuple(dout.shape[2:]), mode)
             dx = paddle.empty(x_shape, dtype='float32')
