@@ -340,6 +340,16 @@ class EvalConfig:
     output_dir: str = option(os.path.join(ROOT, 'output', 'eval'), '--output-dir', metavar='DIR',
                              help='results folder', default_help='output/eval')
     seed: int = option(0, '--seed', type=int, help='image protocol: seed of the evaluation composites')
+    augment: str = option('official', '--augment', choices=('official', 'none'),
+                          help='image protocol: official: the BGMv2 evaluation augmentation of each composite '
+                               '(shadow, noise, plate colour jitter and misalignment, each drawn at random); none: '
+                               'the plain composite with the background itself as the plate')
+    plate_shift: float = option(0.0, '--plate-shift', type=checked(float, lambda v: v >= 0, '>= 0'), metavar='PX',
+                                help='image protocol: then move every plate by this many pixels in a random '
+                                     'direction (a hand-held capture)')
+    plate_noise: float = option(0.0, '--plate-noise', type=checked(float, lambda v: v >= 0, '>= 0'),
+                                metavar='SIGMA', help='image protocol: then add Gaussian noise of this std (0-1 '
+                                                      'scale) to every plate')
     trimap_radius: int = option(10, '--trimap-radius', type=positive_int,
                                 help='image protocol: unknown band of derived trimaps: L1 distance in pixels')
     resolution: Optional[int] = option(None, '--resolution', type=checked(int, lambda v: v >= 4, 'at least 4'),
@@ -393,16 +403,21 @@ def resolve_eval(args, model):
         raise ValueError(f"--model-type {model.model_type} is evaluated with the {' or '.join(protocols)} protocol" +
                          (" on composited clips (--data-dir <clip>/{com,fgr,pha,bgr}/)" if protocols == ('video',)
                           else ''))
-    other = {'image': [('--hr', cfg.hr)], 'video': [('--bgr-dir', cfg.bgr_dir), ('--resolution', cfg.resolution)],
-             'trimap': [('--hr', cfg.hr), ('--bgr-dir', cfg.bgr_dir), ('--resolution', cfg.resolution)]}
+    image_only = [('--augment none', cfg.augment == 'none'), ('--plate-shift', cfg.plate_shift),
+                  ('--plate-noise', cfg.plate_noise)]
+    other = {'image': [('--hr', cfg.hr)],
+             'video': [('--bgr-dir', cfg.bgr_dir), ('--resolution', cfg.resolution)] + image_only,
+             'trimap': [('--hr', cfg.hr), ('--bgr-dir', cfg.bgr_dir), ('--resolution', cfg.resolution)] + image_only}
     other['video'] += [('--baseline', cfg.baseline)]
     other['trimap'] += [('--baseline', cfg.baseline)]
     other['davis'] = other['trimap'] + [('--save-pred', cfg.save_pred)]
     wrong = [flag for flag, value in other[protocol] if value]
     if wrong:
         raise ValueError(f"{', '.join(wrong)}: not an option of the {protocol} protocol")
-    if cfg.baseline and cfg.pred_dir:
-        raise ValueError('--baseline scores the composites of model mode: it cannot go with --pred-dir')
+    on_composites = [flag for flag, value in [('--baseline', cfg.baseline)] + image_only if value]
+    if on_composites and cfg.pred_dir:
+        raise ValueError(f"{', '.join(on_composites)}: about the composites of model mode, not an option with "
+                         f"--pred-dir")
     if protocol == 'video' and not cfg.data_dir:
         raise ValueError("the video protocol needs --data-dir: the composited test set (<clip>/{com,fgr,pha,bgr}/, "
                          "e.g. videomatte_512x288)")

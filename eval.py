@@ -11,8 +11,10 @@ IMAGE PROTOCOL (BGMv2, PhotoMatte85): the Deep Image Matting metrics (SAD, MSE, 
 trimap's unknown region, scaled as the official MATLAB evaluation reports them) plus the foreground MSE.
 Test set: `fgr/ pha/ [trimap/]` or a folder of RGBA images. Image i (in sorted name order) is composited at
 its native size over background i mod N of --bgr-dir (resized to cover it and centre-cropped, aspect kept)
-with the BGMv2 evaluation augmentation (shadow, noise, background colour jitter, background misalignment),
-drawn from numpy's generator seeded by (--seed, i): every run, resumed or not, sees the same composites. The
+with the BGMv2 evaluation augmentation (shadow, noise, background colour jitter, background misalignment;
+--augment none: the plain composite, the background itself as the plate), then the plate moved by
+--plate-shift pixels and given --plate-noise, all drawn from numpy's generator seeded by (--seed, i): every
+run, resumed or not, sees the same composites. The
 predicted matte is quantised to 8 bits (as a saved PNG) and scored as is (not pasted with the trimap).
 Prediction mode scores `<pred-dir>/pha/<name>.*` (or `<pred-dir>/<name>.*`) against the same ground truth,
 and `<pred-dir>/fgr/<name>.*` if present.

@@ -9,7 +9,8 @@ Two groups, as in the official code:
   (`augment_pair`, `augment_background`);
 - per batch (2.4, on the GPU officially; here in the collate step of the workers): a random crop of one size
   for the whole batch, then shadow, composite, noise, background colour jitter and background misalignment
-  (`random_crop`, `draw_batch_params`, `composite_augment`; `eval_composite` for evaluation sets).
+  (`random_crop`, `draw_batch_params`, `composite_augment`; `eval_composite` and `perturb_plate` for
+  evaluation sets).
 """
 import math
 
@@ -216,11 +217,26 @@ def composite_augment(fgr, pha, bgr, rng, params):
     return src.astype(np.float32), bgr.astype(np.float32)
 
 
-def eval_composite(fgr, pha, bgr, rng):
+def eval_composite(fgr, pha, bgr, rng, augment=True):
     """Evaluation composite of fgr (H x W x 3), pha (H x W) and bgr (H x W x 3, already at the fgr size):
-    the training-time per-batch augmentation of one sample. Returns float32 (src, bgr_aug) in [0, 1]."""
+    the training-time per-batch augmentation of one sample, or (augment=False) the plain composite with the
+    background itself as the plate. Returns float32 (src, bgr_aug) in [0, 1]."""
     if fgr.shape[:2] != pha.shape[:2] or bgr.shape != fgr.shape or fgr.ndim != 3:
         raise ValueError(f"eval_composite needs fgr H x W x 3, pha H x W and bgr of the fgr size; got "
                          f"{fgr.shape}, {pha.shape}, {bgr.shape}")
     fgr, pha, bgr = (np.asarray(x, np.float32) for x in (fgr, pha, bgr))
-    return composite_augment(fgr, pha, bgr, rng, draw_batch_params(rng))
+    if augment:
+        return composite_augment(fgr, pha, bgr, rng, draw_batch_params(rng))
+    return fgr * pha[..., None] + bgr * (1 - pha[..., None]), bgr
+
+
+def perturb_plate(bgr, rng, shift, noise):
+    """The plate moved by `shift` pixels in a random direction (bilinear, mirrored border: a hand-held or
+    re-framed capture) and given Gaussian noise of std `noise` (sensor noise the photo does not share)."""
+    if shift:
+        angle = rng.uniform(0, 2 * np.pi)
+        matrix = np.float32([[1, 0, shift * np.cos(angle)], [0, 1, shift * np.sin(angle)]])
+        bgr = warp(bgr, matrix, bgr.shape[:2], cv2.BORDER_REFLECT_101)
+    if noise:
+        bgr = np.clip(bgr + rng.standard_normal(bgr.shape, np.float32) * np.float32(noise), 0, 1)
+    return bgr

@@ -21,6 +21,8 @@ def settings(cfg, model=None):
         common.update(image_set=cfg.image_set)
     if model is None:
         return {'mode': 'pred', 'pred_dir': os.path.abspath(cfg.pred_dir), **common}
-    run = {'image': {'bgr_dir': cfg.bgr_dir, 'seed': cfg.seed}, 'video': {'seq_chunk': cfg.seq_chunk},
+    run = {'image': {'bgr_dir': cfg.bgr_dir, 'seed': cfg.seed, 'augment': cfg.augment,
+                     'plate_shift': cfg.plate_shift, 'plate_noise': cfg.plate_noise},
+           'video': {'seq_chunk': cfg.seq_chunk},
            'trimap': {}, 'davis': {}}[cfg.protocol]
     return {'mode': 'model', **model, **run, **common}

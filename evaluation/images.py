@@ -6,7 +6,7 @@ import os
 import cv2
 import numpy as np
 
-from dataset.augmentation import eval_composite
+from dataset.augmentation import eval_composite, perturb_plate
 from dataset.folders import find_pairs, image_files, pair_stem, read_pair
 from utils.io import ImageReadError, read_alpha_u8, read_image, resize_cover, to_uint8, write_image
 from utils.metrics import dim_metrics, foreground_metrics
@@ -69,15 +69,18 @@ def ground_truth(cfg, pair):
 class ModelPredictor:
     """Composites test image i over its background and runs the model on it -> (pred, fgr, the composite)."""
 
-    def __init__(self, runner, bgr_dir, seed):
-        self.backgrounds = image_files(bgr_dir)
-        self.matting, self.seed = runner, seed
+    def __init__(self, runner, cfg):
+        self.backgrounds = image_files(cfg.bgr_dir)
+        self.matting, self.cfg = runner, cfg
 
     def composite(self, index, fgr, alpha):
-        """Test image `index` over its background, with the evaluation augmentation -> (photo, plate)."""
+        """Test image `index` over its background, with cfg's augmentation and plate perturbation -> (photo,
+        plate)."""
         h, w = alpha.shape
         bgr = resize_cover(read_image(self.backgrounds[index % len(self.backgrounds)]), h, w)
-        return eval_composite(fgr, alpha / np.float32(255), bgr, np.random.default_rng([self.seed, index]))
+        rng = np.random.default_rng([self.cfg.seed, index])
+        src, bgr = eval_composite(fgr, alpha / np.float32(255), bgr, rng, self.cfg.augment == 'official')
+        return src, perturb_plate(bgr, rng, self.cfg.plate_shift, self.cfg.plate_noise)
 
     def __call__(self, index, name, fgr, alpha):
         src, bgr = self.composite(index, fgr, alpha)
@@ -134,7 +137,8 @@ def evaluate(cfg, settings, make_runner=None, plates=True):
         folder = os.path.join(cfg.output_dir, 'baseline_difference')
         base = score_all(dataclasses.replace(cfg, output_dir=folder, save_pred=False),
                          {**{k: v for k, v in settings.items() if k in ('protocol', 'data_dir', 'trimap_radius',
-                                                                         'resolution', 'bgr_dir', 'seed')},
+                                                                         'resolution', 'bgr_dir', 'seed', 'augment',
+                                                                         'plate_shift', 'plate_noise')},
                           'mode': 'baseline', 'baseline': 'difference', 'threshold': threshold,
                           'blur_sigma': BLUR_SIGMA}, lambda count: DifferenceMatte(threshold))
         summary['baseline'] = {'method': 'difference', 'threshold': threshold, 'mean': base['mean'],
@@ -147,7 +151,7 @@ def evaluate(cfg, settings, make_runner=None, plates=True):
 
 def difference_threshold(cfg):
     """The difference matte's t of the smallest mean alpha error over the evaluated composites."""
-    search, composites = ThresholdSearch(), ModelPredictor(None, cfg.bgr_dir, cfg.seed)
+    search, composites = ThresholdSearch(), ModelPredictor(None, cfg)
     pairs = find_pairs(cfg.data_dir)
     by_name = {pair_stem(cfg.data_dir, pair[0]): pair for pair in pairs}
     for index, name in enumerate(by_name):
@@ -167,8 +171,7 @@ def score_all(cfg, settings, make_runner):
     by_name = {pair_stem(cfg.data_dir, pair[0]): pair for pair in pairs}
 
     def make_scorer(count):
-        predict = FolderPredictor(cfg.pred_dir) if cfg.pred_dir else ModelPredictor(make_runner(count), cfg.bgr_dir,
-                                                                                      cfg.seed)
+        predict = FolderPredictor(cfg.pred_dir) if cfg.pred_dir else ModelPredictor(make_runner(count), cfg)
 
         def score(index, name):
             fgr, alpha, trimap, derived = ground_truth(cfg, by_name[name])

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from dataset.augmentation import augment_background, augment_pair, color_jitter, eval_composite
+from dataset.augmentation import augment_background, augment_pair, color_jitter, eval_composite, perturb_plate
 from dataset.config import load_roots, matting_split, split_dir
 from dataset.folders import find_pairs, image_files, matting_pairs, read_pair
 from dataset.matting import MAX_SUBSTITUTES, Collate, EpochSampler, MattingDataset
@@ -143,6 +143,24 @@ def test_eval_composite_contract():
         assert np.abs(src[:, :10] - fgr[:, :10]).mean() < 0.05
     with pytest.raises(ValueError, match='bgr of the fgr size'):
         eval_composite(fgr, pha, bgr[:20], np.random.default_rng(0))
+
+
+def test_plain_composite_and_perturbed_plate():
+    fgr, pha, bgr = random_images(1)
+    src, plate = eval_composite(fgr, pha, bgr, np.random.default_rng(0), augment=False)
+    np.testing.assert_allclose(src, fgr * pha[..., None] + bgr * (1 - pha[..., None]), atol=1e-6)
+    assert np.array_equal(plate, bgr)
+    assert perturb_plate(bgr, np.random.default_rng(0), 0, 0) is bgr
+    # ramps in x (red) and y (green): the moved plate differs by the translation, whose length is the shift
+    yy, xx = np.mgrid[0:40, 0:50].astype(np.float32) / 100
+    ramps = np.stack([xx, yy, xx * 0], axis=2)
+    for seed in range(3):
+        moved = perturb_plate(ramps, np.random.default_rng(seed), 2.5, 0)
+        d = (ramps - moved)[5:-5, 5:-5] * 100
+        assert d[..., 0].std() < 1e-3 and d[..., 1].std() < 1e-3
+        assert np.hypot(d[..., 0].mean(), d[..., 1].mean()) == pytest.approx(2.5, abs=1e-3)
+    noisy = perturb_plate(bgr * 0 + 0.5, np.random.default_rng(1), 0, 0.05)
+    assert abs(float((noisy - 0.5).std()) - 0.05) < 0.005 and noisy.dtype == np.float32
 
 
 def test_kornia_brightness_is_additive():

@@ -195,6 +195,25 @@ def test_difference_matte_and_its_threshold_search():
         DifferenceMatte(0)
 
 
-def test_baseline_needs_model_mode_composites(data, tmp_path):
-    with pytest.raises(SystemExit, match='^error: --baseline scores the composites of model mode'):
+def test_baseline_and_plate_options_need_model_mode_composites(data, tmp_path):
+    with pytest.raises(SystemExit, match='^error: --baseline: about the composites of model mode'):
         run(data, tmp_path / 'o', '--pred-dir', str(tmp_path), '--baseline', 'difference')
+    with pytest.raises(SystemExit, match='^error: --augment none, --plate-shift: about the composites'):
+        run(data, tmp_path / 'o', '--pred-dir', str(tmp_path), '--augment', 'none', '--plate-shift', '2')
+
+
+def test_plate_options_give_the_composites_they_name(data, tmp_path, capsys):
+    """--augment none: the exact background as the plate, so the difference matte recovers the alpha almost
+    exactly where the photo differs; a shifted, noisy plate makes it worse; settings record the options."""
+    sad = {}
+    for name, extra in [('clean', ['--augment', 'none']),
+                        ('shifted', ['--augment', 'none', '--plate-shift', '3', '--plate-noise', '0.05'])]:
+        out = tmp_path / name
+        assert run(data, out, '--baseline', 'difference', '--baseline-threshold', '0.02', *extra) == 0
+        capsys.readouterr()
+        sad[name] = np.mean([float(r['SAD']) for r in rows(out / 'baseline_difference').values()])
+        settings = json.load(open(out / 'settings.json'))
+        assert settings['augment'] == 'none' and settings['plate_shift'] == (3 if name == 'shifted' else 0)
+    assert sad['shifted'] > 2 * sad['clean']
+    with pytest.raises(SystemExit, match='other settings'):             # the folder holds the clean composites
+        run(data, tmp_path / 'clean', '--augment', 'none', '--plate-shift', '1')
