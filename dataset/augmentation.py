@@ -196,8 +196,12 @@ def _box_blur_reflect(image, k):
     return cv2.blur(image, (k, k), borderType=cv2.BORDER_REFLECT_101)
 
 
-def composite_augment(fgr, pha, bgr, rng, params):
-    """Shadow, composite, noise, background colour jitter and misalignment for one sample.
+PLATE_JITTER = 0.8          # the official chance of the plate's colour jitter in the per-batch augmentation
+
+
+def composite_augment(fgr, pha, bgr, rng, params, plate_jitter=PLATE_JITTER):
+    """Shadow, composite, noise, background colour jitter (with chance `plate_jitter`) and misalignment for one
+    sample.
 
     Returns (src, bgr): the composite and the background the network is given with it.
     """
@@ -210,7 +214,7 @@ def composite_augment(fgr, pha, bgr, rng, params):
         src = src + rng.standard_normal(src.shape, np.float32) * np.float32(0.03 * rng.uniform())
         bgr = bgr + rng.standard_normal(bgr.shape, np.float32) * np.float32(0.03 * rng.uniform())
     src, bgr = np.clip(src, 0, 1), np.clip(bgr, 0, 1)
-    if rng.random() < 0.8:
+    if rng.random() < plate_jitter:
         bgr = color_jitter(bgr, rng, 0.18, 0.18, 0.18, 0.1, kornia=True)
     if rng.random() < 0.3:
         bgr = _apply_affine(bgr, params['misalign_affine'])      # the capture moved a little

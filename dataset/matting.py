@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .augmentation import augment_background, augment_pair, composite_augment, draw_batch_params, \
+from .augmentation import PLATE_JITTER, augment_background, augment_pair, composite_augment, draw_batch_params, \
     random_crop_size, resize_and_center_crop
 from .folders import read_pair
 from utils.io import read_image
@@ -106,11 +106,11 @@ class Collate:
 
     augment=True is the official per-batch training augmentation: one random crop size for the batch
     (`multiple` 4 for the refine stage), then shadow/composite/noise/jitter/misalignment per sample.
-    augment=False composites plainly (validation).
+    augment=False composites plainly (validation). plate_jitter: the chance of the plate's colour jitter.
     """
 
-    def __init__(self, seed=0, augment=True, multiple=1):
-        self.seed, self.augment, self.multiple = seed, augment, multiple
+    def __init__(self, seed=0, augment=True, multiple=1, plate_jitter=PLATE_JITTER):
+        self.seed, self.augment, self.multiple, self.plate_jitter = seed, augment, multiple, plate_jitter
 
     def __call__(self, samples):
         keys = [k for s in samples for k in s.key]
@@ -123,7 +123,7 @@ class Collate:
             f, p, b = s.fgr, s.pha, s.bgr
             if self.augment:
                 f, p, b = (resize_and_center_crop(x, size) for x in (f, p, b))
-                c, b = composite_augment(f, p, b, rng, params)
+                c, b = composite_augment(f, p, b, rng, params, self.plate_jitter)
             else:
                 c = f * p[..., None] + b * (1 - p[..., None])
             pha.append(p), fgr.append(f), src.append(c), bgr.append(b)

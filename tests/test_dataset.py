@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from dataset.augmentation import augment_background, augment_pair, color_jitter, eval_composite, perturb_plate
+from dataset.augmentation import augment_background, augment_pair, color_jitter, composite_augment, draw_batch_params, \
+    eval_composite, perturb_plate
 from dataset.config import load_roots, matting_split, split_dir
 from dataset.folders import find_pairs, image_files, matting_pairs, read_pair
 from dataset.matting import MAX_SUBSTITUTES, Collate, EpochSampler, MattingDataset
@@ -203,6 +204,23 @@ def test_dataset_sampler_and_collate_are_deterministic(tiny_set):
     assert all(np.array_equal(x, y) for x, y in zip(collate(batch), (pha, fgr, src, bgr)))
     plain = Collate(augment=False)(batch)
     assert np.allclose(plain[2], plain[1] * plain[0] + plain[3] * (1 - plain[0]), atol=1e-6)
+    # without the plate's colour jitter: the same crop and the same first composite (later draws move on)
+    steady = Collate(seed=1, augment=True, multiple=4, plate_jitter=0)(batch)
+    assert np.array_equal(steady[0], pha) and np.array_equal(steady[1], fgr) and np.array_equal(steady[2][0], src[0])
+
+
+def test_plate_jitter_is_the_chance_of_the_plates_colour_change():
+    fgr, pha, _ = random_images(2)
+    bgr = np.full_like(fgr, 0.5) + np.float32(0.1) * random_images(3)[0]      # mid-grey, textured: no clipping
+    shifts = {}
+    for chance in (0.0, 1.0):
+        shifts[chance] = []
+        for seed in range(20):
+            rng = np.random.default_rng(seed)
+            _, plate = composite_augment(fgr, pha, bgr, rng, draw_batch_params(rng), plate_jitter=chance)
+            shifts[chance].append(np.abs(plate.mean(axis=(0, 1)) - bgr.mean(axis=(0, 1))).max())
+    assert max(shifts[0.0]) < 0.02                             # noise and a 1 % misalignment only
+    assert sum(s > 0.02 for s in shifts[1.0]) >= 10             # brightness, contrast, saturation, hue
 
 
 @pytest.mark.parametrize('layout', ['videomatte', 'aim', 'rgba'])

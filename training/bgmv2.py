@@ -11,11 +11,12 @@ import numpy as np
 import paddle
 
 from dataset.config import background_split, load_roots, matting_split
+from dataset.augmentation import PLATE_JITTER
 from dataset.matting import Collate, EpochSampler, MattingDataset
 from utils.io import to_uint8
 from utils.losses import LossWeights, base_loss, refine_loss
 from utils.metrics import dim_metrics
-from utils.options import non_negative, option
+from utils.options import checked, non_negative, option
 
 from .loop import Task, module_adam
 
@@ -59,6 +60,10 @@ class BGMv2TrainOptions:
                                         help='BatchNorm layers normalise with their running statistics and keep '
                                              'them (scale and shift still train): for fine-tuning with small '
                                              'batches (the official code updates them)')
+    plate_jitter: float = option(PLATE_JITTER, '--plate-jitter',
+                                 type=checked(float, lambda v: 0 <= v <= 1, 'in [0, 1]'),
+                                 help="chance of the plate's colour jitter in the per-batch augmentation (the "
+                                      'official value; lower it to teach the network to trust a clean plate)')
 
 
 class BGMv2Training(Task):
@@ -92,7 +97,7 @@ class BGMv2Training(Task):
             raise ValueError(f'{data.dataset_name}: {len(train)} samples, fewer than one batch of {run.batch_size} '
                              f'per process')
         sampler = EpochSampler(len(train), run.batch_size, seed=run.seed, rank=rank, world=world)
-        collate = Collate(run.seed, True, 4 if self.refine else 1)
+        collate = Collate(run.seed, True, 4 if self.refine else 1, options.plate_jitter)
         try:
             valid = MattingDataset(matting_split(roots, data.valid_dataset_name, 'valid', repeat=False),
                                    background_split(roots, data.valid_background_name, 'valid'), data.resolution,
