@@ -261,7 +261,7 @@ elif [ "$1" = demo-model ]; then
     fi
     : "${RUN:=demomodel}" "${BACKBONE:=mobilenetv2}" "${BASE_EPOCHS:=100000}" "${REFINE_EPOCHS:=100000}"
     : "${FINETUNE_EPOCHS:=100000}" "${PRIVATE_EPOCHS:=0}" "${BASE_STEPS:=6000}" "${REFINE_STEPS:=2500}"
-    : "${FINETUNE_STEPS:=1000}" "${FINETUNE_DATASET:=demo*20,demo_synthetic}"
+    : "${FINETUNE_STEPS:=5000}" "${FINETUNE_DATASET:=demo*20,demo_synthetic}"
     : "${BASE_DATASET:=demo*20,demo_synthetic}" "${VALID_DATASET:=demo}" "${BACKGROUNDS:=demo_backgrounds}"
     : "${BASE_BATCH:=4}" "${REFINE_BATCH:=2}" "${BASE_RESOLUTION:=256}" "${REFINE_RESOLUTION:=512}"
     # no pretrained encoder here: a faster start for the base stage than the official 1e-4 backbone rate
