@@ -78,6 +78,52 @@ def test_refine_loss_has_every_term_and_weights_scale_them():
     assert float(total) == pytest.approx(sum(float(v) for v in terms.values()), rel=1e-5)
 
 
+def pyramid_numpy(x, levels):
+    """RVM's train_loss.py pyramid in numpy: 5 x 5 Gaussian with reflect padding, every second pixel; up again by
+    zero insertion times 4 and the same Gaussian; each band the level minus its down-and-up."""
+    g = np.array([1, 4, 6, 4, 1]) / 16
+    kernel = np.outer(g, g)
+
+    def blur(a):
+        p = np.pad(a, ((0, 0), (0, 0), (2, 2), (2, 2)), mode='reflect')
+        return sum(kernel[i, j] * p[..., i:i + a.shape[2], j:j + a.shape[3]] for i in range(5) for j in range(5))
+    bands = []
+    for _ in range(levels):
+        a = x[..., :x.shape[2] // 2 * 2, :x.shape[3] // 2 * 2]
+        down = blur(a)[..., ::2, ::2]
+        up = np.zeros_like(a)
+        up[..., ::2, ::2] = 4 * down
+        bands.append(a - blur(up))
+        x = down
+    return bands
+
+
+@pytest.mark.parametrize('shape', [(2, 1, 64, 48), (1, 2, 37, 50), (1, 1, 9, 12)])
+def test_laplacian_pyramid_is_rvms_and_its_gradient_the_adjoint(shape):
+    x = t(*shape)
+    levels = 4 if min(shape[2:]) >= 32 else 2
+    bands = laplacian_pyramid(x, levels)
+    for band, expected in zip(bands, pyramid_numpy(x.numpy().astype(np.float64), levels)):
+        np.testing.assert_allclose(band.numpy(), expected, atol=1e-6)
+    # the pyramid is linear: <L x, r> = <x, L^T r>, and L^T r is the gradient of <L x, r>
+    r = [paddle.to_tensor(RNG.standard_normal(b.shape).astype(np.float32)) for b in bands]
+    grad, = paddle.grad(sum((b * q).sum() for b, q in zip(bands, r)), x)
+    lhs = sum(float((b * q).sum()) for b, q in zip(bands, r))
+    assert float((x * grad).sum()) == pytest.approx(lhs, rel=1e-4)
+
+
+def test_sobel_gradient_matches_finite_differences():
+    x = t(1, 2, 6, 7)
+    grad, = paddle.grad(sobel(x).sum(), x)
+    x64, step = x.numpy().astype(np.float64), 1e-4
+    for index in [(0, 0, 0, 0), (0, 1, 2, 3), (0, 0, 5, 6), (0, 1, 0, 6)]:
+        plus, minus = x64.copy(), x64.copy()
+        plus[index] += step
+        minus[index] -= step
+        numeric = (sobel_numpy(plus).sum() - sobel_numpy(minus).sum()) / (2 * step)
+        assert float(grad.numpy()[index]) == pytest.approx(numeric, rel=1e-3, abs=1e-4)
+
+
 def test_laplacian_loss():
     a, b = t(2, 1, 64, 48), t(2, 1, 64, 48)
     assert float(laplacian_loss(a, a)) == 0

@@ -21,46 +21,77 @@ class LossWeights:
     laplacian: float = 1.0    # Laplacian-pyramid alpha loss (not in the official code; speeds convergence)
 
 
-def _filter(x, rows):
-    """The same 2-D filter on each channel, no padding."""
+def _filters(x, kernels, stride=1):
+    """Each 2-D kernel of `kernels` on each channel, no padding: len(kernels) output channels per input channel,
+    in that order (one convolution for all of them)."""
     c = x.shape[1]
-    weight = paddle.to_tensor(rows, dtype='float32').unsqueeze(0).unsqueeze(0).tile([c, 1, 1, 1])
-    return F.conv2d(x, weight, groups=c)
+    weight = paddle.to_tensor(kernels, dtype='float32').unsqueeze(1).tile([c, 1, 1, 1])
+    return F.conv2d(x, weight, stride=stride, groups=c)
+
+
+def _pad(x, border):
+    """x padded on both spatial axes with its own rows and columns, concatenated: border(n) gives the indices
+    along an axis of length n to put before and after it. Paddle's reflect and replicate pad ops cost 3-5x more
+    with their gradient at 4 x 1 x 256 x 256."""
+    for axis in (2, 3):
+        before, after = border(x.shape[axis])
+        edge = [paddle.slice(x, [axis], [i], [i + 1]) for i in before + after]
+        x = paddle.concat(edge[:len(before)] + [x] + edge[len(before):], axis=axis)
+    return x
+
+
+def _replicate1(n):
+    return [0], [n - 1]
+
+
+def _reflect2(n):
+    return [2, 1], [n - 2, n - 3]
+
+
+def _reflect1_replicate1(n):
+    return [1], [n - 1]
+
+
+SOBEL_X = [[-1 / 8, 0, 1 / 8], [-2 / 8, 0, 2 / 8], [-1 / 8, 0, 1 / 8]]
+SOBEL_Y = [list(r) for r in zip(*SOBEL_X)]
 
 
 def sobel(x, eps=1e-6):
     """kornia.filters.sobel: per-channel 3x3 Sobel normalised by its L1 sum (1/8), replicate padding,
     magnitude sqrt(gx^2 + gy^2 + eps)."""
-    gx = [[-1 / 8, 0, 1 / 8], [-2 / 8, 0, 2 / 8], [-1 / 8, 0, 1 / 8]]
-    gy = [list(r) for r in zip(*gx)]
-    x = F.pad(x, [1, 1, 1, 1], mode='replicate')
-    dx, dy = _filter(x, gx), _filter(x, gy)
-    return paddle.sqrt(dx * dx + dy * dy + eps)
+    b, c, h, w = x.shape
+    g = _filters(_pad(x, _replicate1), [SOBEL_X, SOBEL_Y])                    # b x 2c x h x w
+    return paddle.sqrt((g * g).reshape([b, c, 2, h, w]).sum(axis=2) + eps)
 
 
 GAUSS = [1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16]
+# zero-insertion x2 (x4 to keep the mean) then the Gaussian, by output phase: an even output pixel takes
+# (1, 6, 1) / 8 of its three nearest inputs along an axis, an odd one (1, 1) / 2 of its two
+_EVEN, _ODD = [1 / 8, 6 / 8, 1 / 8], [0, 1 / 2, 1 / 2]
+UP = [[[a * b for b in col] for a in row] for row in (_EVEN, _ODD) for col in (_EVEN, _ODD)]
 
 
-def _blur(x):
-    """5 x 5 Gaussian (the outer product of GAUSS), reflect padding; as a row then a column filter, 2.4x faster
-    than the 5 x 5 one in Paddle with its gradient."""
-    return _filter(_filter(F.pad(x, [2, 2, 2, 2], mode='reflect'), [GAUSS]), [[g] for g in GAUSS])
+def _downsample(x):
+    """RVM's: the 5 x 5 Gaussian with reflect padding, every second pixel; only the kept pixels are computed, by a
+    row filter on every second column, then a column filter on every second row (1.7x faster than 5 x 5)."""
+    rows = _filters(_pad(x, _reflect2), [[GAUSS]], stride=(1, 2))
+    return _filters(rows, [[[g] for g in GAUSS]], stride=(2, 1))
 
 
 def _upsample(x):
-    """Zero-insertion x2 (times 4 to keep the mean), then the Gaussian blur."""
-    b, c, h, w = x.shape
-    up = paddle.stack([x * 4, paddle.zeros_like(x)], axis=-1).reshape([b, c, h, w * 2])
-    up = paddle.stack([up, paddle.zeros_like(up)], axis=-2).reshape([b, c, h * 2, w * 2])
-    return _blur(up)
+    """RVM's: zero-insertion x2 (times 4), then the Gaussian with reflect padding of the inserted map, computed
+    per output phase on x. The inserted map's reflection is x's reflection at the top and left, x's last row
+    and column repeated at the bottom and right."""
+    return F.pixel_shuffle(_filters(_pad(x, _reflect1_replicate1), UP), 2)   # phases: b x 4c x h x w
 
 
 def laplacian_pyramid(x, levels):
     pyramid = []
     for _ in range(levels):
         h, w = x.shape[2] // 2 * 2, x.shape[3] // 2 * 2
-        x = x[:, :, :h, :w]                       # even size: down and up again give the same size
-        down = _blur(x)[:, :, ::2, ::2]
+        if (h, w) != tuple(x.shape[2:]):
+            x = x[:, :, :h, :w]                   # even size: down and up again give the same size
+        down = _downsample(x)
         pyramid.append(x - _upsample(down))
         x = down
     return pyramid
