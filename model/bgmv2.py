@@ -59,14 +59,10 @@ class Decoder(nn.Layer):
         self.relu = nn.ReLU()
 
     def forward(self, x4, x3, x2, x1, x0):
-        x = paddle.concat([ops.resize(x4, x3.shape[2:]), x3], axis=1)
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = paddle.concat([ops.resize(x, x2.shape[2:]), x2], axis=1)
-        x = self.relu(self.bn2(self.conv2(x)))
-        x = paddle.concat([ops.resize(x, x1.shape[2:]), x1], axis=1)
-        x = self.relu(self.bn3(self.conv3(x)))
-        x = paddle.concat([ops.resize(x, x0.shape[2:]), x0], axis=1)
-        return self.conv4(x)
+        x = self.relu(self.bn1(ops.conv_of_concat(self.conv1, [ops.resize(x4, x3.shape[2:]), x3])))
+        x = self.relu(self.bn2(ops.conv_of_concat(self.conv2, [ops.resize(x, x2.shape[2:]), x2])))
+        x = self.relu(self.bn3(ops.conv_of_concat(self.conv3, [ops.resize(x, x1.shape[2:]), x1])))
+        return ops.conv_of_concat(self.conv4, [ops.resize(x, x0.shape[2:]), x0])
 
 
 class Base(nn.Layer):
@@ -196,7 +192,7 @@ class Refiner(nn.Layer):
         x = self.relu(self.bn2(self.conv2(x)))                                      # P x 16 x 4 x 4
         x = ops.repeat_pixels(x, 2)                                # P x 16 x 8 x 8 (4 x 4 with kernel size 1)
         y = ops.gather_patches(ops.pixels(paddle.concat([src, bgr], axis=1)), idx, 4, full_pad)  # P x 6 x 8 x 8
-        x = self.relu(self.bn3(self.conv3(paddle.concat([x, y], axis=1))))
+        x = self.relu(self.bn3(ops.conv_of_concat(self.conv3, [x, y])))
         return self.conv4(x)                                                        # P x 4 x 4 x 4
 
     def refine_full(self, src_bgr, coarse):
@@ -204,12 +200,12 @@ class Refiner(nn.Layer):
         pad = 3 if self.kernel_size == 3 else 0
         x = ops.zero_pad(ops.resize(coarse, [H // 2, W // 2]), pad)
         y = ops.zero_pad(ops.resize(src_bgr, [H // 2, W // 2]), pad)
-        x = self.relu(self.bn1(self.conv1(paddle.concat([x, y], axis=1))))
+        x = self.relu(self.bn1(ops.conv_of_concat(self.conv1, [x, y])))
         x = self.relu(self.bn2(self.conv2(x)))
         pad = 2 if self.kernel_size == 3 else 0
         x = ops.resize(x, [H + 2 * pad, W + 2 * pad], 'nearest')
         y = ops.zero_pad(src_bgr, pad)
-        x = self.relu(self.bn3(self.conv3(paddle.concat([x, y], axis=1))))
+        x = self.relu(self.bn3(ops.conv_of_concat(self.conv3, [x, y])))
         x = self.conv4(x)
         ref = paddle.ones([B, 1, H // 4, W // 4], dtype=x.dtype)
         return x[:, :1], x[:, 1:], ref

@@ -188,7 +188,7 @@ class Resizing(paddle.nn.Layer):
 
     def forward(self, x):
         from model.static_ops import resize
-        self.routed += [onednn.routes_resize(x), onednn.routes_resize(x.astype('float64'))]
+        self.routed += [onednn.routes(x), onednn.routes(x.astype('float64'))]
         return resize(self.conv(x), [16, 12])
 
 
@@ -200,7 +200,43 @@ def test_resizes_route_inside_an_accelerated_forward_only():
     expected = plain(x)
     np.testing.assert_allclose(accelerated(x).numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
     assert plain.routed == [False, False] and accelerated.routed == [True, False]
-    assert not onednn.routes_resize(x)                    # outside any accelerated forward
+    assert not onednn.routes(x)                    # outside any accelerated forward
+
+
+class ConcatConv(paddle.nn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.conv = paddle.nn.Conv2D(7, 5, 3, padding=1)
+
+    def forward(self, a, b):
+        from model.static_ops import conv_of_concat
+        return conv_of_concat(self.conv, [a, b])
+
+
+def test_conv_of_concat_is_the_convolution_of_the_concatenation():
+    """Routed: one convolution per input over its slice of the weight; the same output and gradients (the weight's,
+    the bias's and the input's that needs one) as Paddle's convolution of the concatenated tensor."""
+    paddle.seed(4)
+    plain, fast = ConcatConv(), ConcatConv()
+    fast.set_state_dict(plain.state_dict())
+    onednn.accelerate(fast)
+    rng = np.random.default_rng(5)
+    a = paddle.to_tensor(rng.random((2, 4, 9, 10)).astype('float32'), stop_gradient=False)
+    b = paddle.to_tensor(rng.random((2, 3, 9, 10)).astype('float32'))             # needs no gradient
+    results = []
+    for net in (plain, fast):
+        out = net(a, b)
+        results.append([out] + paddle.grad((out * out).sum(), [net.conv.weight, net.conv.bias, a]))
+    for ours, expected in zip(results[1], results[0]):
+        np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    calls = []
+    original = onednn.KERNELS.conv_forward
+    onednn.KERNELS.conv_forward = lambda x, *rest, **options: calls.append(x.shape) or original(x, *rest, **options)
+    try:
+        fast(a, b)
+    finally:
+        onednn.KERNELS.conv_forward = original
+    assert calls == [[2, 4, 9, 10], [2, 3, 9, 10]]                           # no concatenation
 
 
 def test_kernels_use_every_core_and_leave_the_callers_openmp_setting(monkeypatch):

@@ -8,8 +8,9 @@ resampling has a 6x faster backward than Paddle's bilinear interpolation (a Matt
 module binds the few functions of oneDNN's stable C API (3.x) it needs. Nothing is compiled. Its kernels run on
 every core this process may use (cpu_threads), whatever OpenMP team size Paddle leaves to its own.
 
-`accelerate(network)` routes every plain `nn.Conv2D` of a network through `conv2d`, and the resizes of its forward
-through `resample` (routes_resize); each layer falls back to
+`accelerate(network)` routes every plain `nn.Conv2D` of a network through `conv2d`, and the resizes and concatenated
+convolutions of its forward (model/static_ops, where `routes` says so) through `resample` and `conv2d`; each layer
+falls back to
 Paddle's own kernel for anything outside float32 NCHW zero-padded convolutions in dygraph on CPU, and everything
 does when the library is missing, is not 3.x, or fails a self-check against Paddle's result. A routed
 convolution's gradients come from `loss.backward()` or from `paddle.grad` asked for every input of it that needs
@@ -501,9 +502,9 @@ def resample(x, size, mode='bilinear'):
     return KERNELS.resize_forward(x, size, mode)
 
 
-def routes_resize(x):
-    """Whether model/static_ops.resize and repeat_pixels send x to resample: inside the forward of an accelerated
-    network (the networks do all their resizes through those two), in dygraph, float32 NCHW on CPU."""
+def routes(x):
+    """Whether model/static_ops sends x to oneDNN (resize, repeat_pixels, conv_of_concat): inside the forward of an
+    accelerated network (the networks do all their resizes through those), in dygraph, float32 NCHW on CPU."""
     return (getattr(SCOPE, 'active', False) and paddle.in_dynamic_mode() and x.ndim == 4
             and x.dtype == paddle.float32 and x.place.is_cpu_place() and not autocast_enabled())
 
@@ -559,7 +560,7 @@ def self_check():
 
 KERNELS = None
 STATUS = None               # why the library is not used, once tried
-SCOPE = threading.local()   # active: an accelerated network's forward runs in this thread (routes_resize)
+SCOPE = threading.local()   # active: an accelerated network's forward runs in this thread (routes)
 
 
 def available():
@@ -591,7 +592,7 @@ def leave_scope(layer, inputs, outputs):
 
 
 def accelerate(network, device='cpu', kernels='onednn'):
-    """Route the network's nn.Conv2D layers and the bilinear resizes of its forward (routes_resize) through
+    """Route the network's nn.Conv2D layers and the bilinear resizes of its forward (routes) through
     oneDNN when running on CPU with kernels 'onednn'; returns how many layers, 0 when oneDNN is not available."""
     if device != 'cpu' or kernels != 'onednn' or not available():
         return 0
