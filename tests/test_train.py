@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import paddle
@@ -133,6 +134,19 @@ def test_training_benchmark_splits_a_real_step(monkeypatch):
     assert all(v > 0 for v in ours['parts'].values())
     assert sum(ours['parts'].values()) == pytest.approx(ours['sec_per_iter'], rel=0.2)
     assert official == {'what': '--compare-torch: /nowhere: not available here'}
+
+
+def test_benchmark_interleaves_ours_and_the_official_step():
+    """Both sides' steps alternate after one warm-up each, so drift of the machine's speed hits both alike; each
+    step's time is the sum of its parts."""
+    from tools.bench_train import timed
+    calls = []
+    steps = [{'forward': lambda: calls.append('ours'), 'backward': lambda: time.sleep(0.002)},
+             {'step': lambda: calls.append('official')}]
+    (ours_parts, ours_times), (_, official_times) = timed(steps, 3)
+    assert calls == ['ours', 'official'] * 4
+    assert len(ours_times) == len(official_times) == 3
+    assert ours_parts['backward'] >= 0.002 and all(t >= 0.002 for t in ours_times)
 
 
 @pytest.mark.parametrize('freeze', [False, True])

@@ -13,7 +13,8 @@ Each configuration runs in its own process so that its peak resident memory (ru_
 Inputs are random tensors at the full crop size (the largest crop of the official 256-511 / 1024-2044 ranges).
 --split also times the parts of a step: forward, losses, backward, optimiser (Adam).
 --compare-torch PATH (the official repository's folder) times the official model's training step on the same
-inputs in the same process, after ours, with Adam at the same learning rates. BGMv2: its network and the losses
+inputs in the same process, its steps interleaved with ours, with Adam at the same learning rates and torch on as
+many threads as oneDNN. BGMv2: its network and the losses
 of train_base.py / train_refine.py (L1 alpha, Sobel L1, masked foreground L1, error MSE; kornia's Sobel written
 with torch convolutions; the Laplacian term this project adds has no official counterpart, so compare with
 --train-args "--loss-laplacian 0"). RVM: MattingNetwork and train_loss.py's matting loss (L1, Laplacian pyramid,
@@ -27,6 +28,8 @@ import resource
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -43,19 +46,22 @@ def rvm_batch(paddle, options, size, batch):
                      paddle.rand([batch, options.seq_length_lr, 1, size, size]).round()]
 
 
-def timed_parts(parts, iters):
-    """Run the step's parts (name -> no-argument call, in order) once to warm up, then `iters` times.
-    Returns ({name: mean seconds}, mean seconds of a whole step)."""
-    for call in parts.values():
-        call()
-    spent = dict.fromkeys(parts, 0.0)
-    start = time.time()
-    for _ in range(iters):
-        for name, call in parts.items():
-            t = time.time()
+def timed(steps, iters):
+    """Each step's parts (name -> no-argument call, in order) once to warm up, then `iters` rounds that run every
+    step in turn: ours and the official one interleaved, so that a machine getting faster or slower during the run
+    does not favour the side timed first. Returns per step ({name: median seconds}, [seconds of each step])."""
+    for parts in steps:
+        for call in parts.values():
             call()
-            spent[name] += time.time() - t
-    return {k: v / iters for k, v in spent.items()}, (time.time() - start) / iters
+    spent = [{name: [] for name in parts} for parts in steps]
+    for _ in range(iters):
+        for parts, times in zip(steps, spent):
+            for name, call in parts.items():
+                t = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - t)
+    return [({name: float(np.median(v)) for name, v in times.items()}, [sum(t) for t in zip(*times.values())])
+            for times in spent]
 
 
 def split_parts(task, net, optimizer, inputs, options):
@@ -100,56 +106,58 @@ def bench_step(model_type, backbone, size, batch, iters, device, train_args=(), 
     optimizer = task.optimizer(network, options)
     tensors = rvm_batch(paddle, options, size, batch) if model_type == 'rvm' else \
         [paddle.rand([batch, c, size, size]) for c in (1, 3, 3, 3)]
-    rows = []
+    steps = []                                   # (what, batch, parts)
     for prefix, inputs in task.passes(tensors, options):
         if split:
             parts = split_parts(task, network, optimizer, inputs, options)
         else:
-            parts = {'step': lambda: pass_step(task, network, optimizer, None, inputs, options)}
-        spent, seconds = timed_parts(parts, iters)
+            parts = {'step': lambda inputs=inputs: pass_step(task, network, optimizer, None, inputs, options)}
         shape = 'x'.join(str(d) for d in inputs[0].shape[1:]) if model_type == 'rvm' else f'{size}x{size}'
-        rows.append(row(f"{model_type} {model.backbone} {prefix.rstrip('_') or 'step'} {shape} batch {batch}",
-                        seconds, batch, spent if split else None))
+        steps.append((f"{model_type} {model.backbone} {prefix.rstrip('_') or 'step'} {shape} batch {batch}",
+                      batch, parts))
+    why = None
     if compare_torch:
-        rows += official_rows(compare_torch, model, options, [t.numpy() for t in tensors], iters, split)
-    return rows
+        official, why = official_steps(compare_torch, model, options, [t.numpy() for t in tensors], split)
+        steps += official
+    rows = [row(what, batch, spent if split else None, seconds)
+            for (what, batch, _), (spent, seconds) in zip(steps, timed([parts for _, _, parts in steps], iters))]
+    return rows + ([{'what': f'--compare-torch: {why}'}] if why else [])
 
 
-def row(what, seconds, batch, parts=None):
-    return {'what': what, 'sec_per_iter': seconds, 'iters_per_sec': 1 / seconds, 'samples_per_sec': batch / seconds,
-            'parts': parts}
+def row(what, batch, parts, seconds):
+    median = float(np.median(seconds))
+    return {'what': what, 'sec_per_iter': median, 'min': min(seconds), 'max': max(seconds),
+            'iters_per_sec': 1 / median, 'samples_per_sec': batch / median, 'parts': parts}
 
 
-def official_rows(path, model, options, arrays, iters, split):
-    """The official training step (see the module doc) on the same arrays, a row per pass, or one row holding the
-    reason it cannot run."""
+def official_steps(path, model, options, arrays, split):
+    """The official training step (see the module doc) on the same arrays: ([(what, batch, parts)] one per pass,
+    None), or ([], the reason it cannot run)."""
     from tools.speed_test import import_official, official_network
+    from utils.device import usable_cpus
     package, why = import_official(path)
     if package is not None:
         import torch
-        torch.set_num_threads(2)
+        torch.set_num_threads(usable_cpus())               # the threads oneDNN gets on our side
         torch.manual_seed(0)
         net = official_network(package, model)
         why = None if net is not None else f'{path} has no official {model.model_type} model'
     if why:
-        return [{'what': f'--compare-torch: {why}'}]
+        return [], why
     build = official_rvm if model.model_type == 'rvm' else official_bgmv2
     groups, passes = build(net, model, options, [torch.from_numpy(a) for a in arrays])
     optimizer = torch.optim.Adam(groups)
-    rows = []
+    steps = []
     for what, batch, forward, loss in passes:
         state = {}
-        parts = {'forward': lambda: state.update(outputs=forward()),
-                 'loss': lambda: state.update(loss=loss(state['outputs'])),
-                 'backward': lambda: state['loss'].backward(),
+        parts = {'forward': lambda forward=forward, state=state: state.update(outputs=forward()),
+                 'loss': lambda loss=loss, state=state: state.update(loss=loss(state['outputs'])),
+                 'backward': lambda state=state: state['loss'].backward(),
                  'optimizer': lambda: (optimizer.step(), optimizer.zero_grad())}
         if not split:
-            calls = list(parts.values())
-            parts = {'step': lambda: [call() for call in calls]}
-        spent, seconds = timed_parts(parts, iters)
-        rows.append(row(f"official torch {torch.__version__.split('+')[0]} {what}", seconds, batch,
-                        spent if split else None))
-    return rows
+            parts = {'step': lambda calls=list(parts.values()): [call() for call in calls]}
+        steps.append((f"official torch {torch.__version__.split('+')[0]} {what}", batch, parts))
+    return steps, None
 
 
 def official_bgmv2(net, model, options, tensors):
@@ -254,12 +262,12 @@ def bench_data(model_type, size, iters):
     ds = MattingDataset(matting_split(roots, 'demo', 'train'), background_split(roots, 'demo_backgrounds', 'train'),
                         size, train=True)
     collate = Collate(augment=True, multiple=4 if model_type == 'mattingrefine' else 1)
-    start = time.time()
+    seconds = []
     for i in range(iters):
+        start = time.perf_counter()
         load_batch(ds, collate, [(0, i)])
-    seconds = (time.time() - start) / iters
-    return [{'what': f'data pipeline {size}x{size} (1 worker)', 'sec_per_iter': seconds,
-             'iters_per_sec': 1 / seconds, 'samples_per_sec': 1 / seconds}]
+        seconds.append(time.perf_counter() - start)
+    return [row(f'data pipeline {size}x{size} (1 worker)', 1, None, seconds)]
 
 
 def child(spec):
@@ -310,14 +318,15 @@ def main():
                 print(r['what'])
                 continue
             print(f"{r['what']:52s} {r['sec_per_iter']:8.2f} {r['iters_per_sec']:8.3f} {r['samples_per_sec']:10.3f} "
-                  f"{r['peak_rss_mb']:12.0f}")
+                  f"{r['peak_rss_mb']:12.0f}  (step {r['min']:.2f}-{r['max']:.2f} s)")
             if r.get('parts'):
                 print('    ' + ', '.join(f'{k} {v:.2f} s' for k, v in r['parts'].items()))
         ours = [r for r in rows if not r['what'].startswith(('official', '--compare'))]
         official = [r for r in rows if r['what'].startswith('official')]
         if official and len(official) == len(ours):
             ratios = ', '.join(f"{a['sec_per_iter'] / b['sec_per_iter']:.2f}x" for a, b in zip(ours, official))
-            print(f"    ours / official: {ratios} (same inputs, same process; peak RSS is the process's)")
+            print(f"    ours / official: {ratios} (medians; same inputs, same process, steps interleaved; "
+                  "peak RSS is the process's)")
 
 
 if __name__ == '__main__':
