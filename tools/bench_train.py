@@ -16,8 +16,8 @@ Inputs are random tensors at the full crop size (the largest crop of the officia
 inputs in the same process, its steps interleaved with ours, with Adam at the same learning rates and torch on as
 many threads as oneDNN. BGMv2: its network and the losses
 of train_base.py / train_refine.py (L1 alpha, Sobel L1, masked foreground L1, error MSE; kornia's Sobel written
-with torch convolutions; the Laplacian term this project adds has no official counterpart, so compare with
---train-args "--loss-laplacian 0"). RVM: MattingNetwork and train_loss.py's matting loss (L1, Laplacian pyramid,
+with torch convolutions; the Laplacian term this project adds has no official counterpart: --train-args
+"--loss-laplacian 0" compares with the official loss exactly). RVM: MattingNetwork and train_loss.py's matting loss (L1, Laplacian pyramid,
 coherence) and segmentation BCE, one row per pass. Torch is never a dependency of this project: without it the
 comparison is skipped with a message.
 """
