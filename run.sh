@@ -284,7 +284,9 @@ fi
 : "${RUN:=bgmv2}" "${BACKBONE:=resnet50}" "${BASE_EPOCHS:=8}" "${REFINE_EPOCHS:=1}" "${FINETUNE_EPOCHS:=1}"
 : "${PRIVATE_EPOCHS:=1}" "${BASE_DATASET:=videomatte240k}" "${FINETUNE_DATASET:=distinction}"
 : "${PRIVATE_DATASET:=private}" "${BACKGROUNDS:=backgrounds}" "${CHECKPOINT_DIR:=checkpoint}"
-: "${LOG_DIR:=log}" "${LAUNCH:=$PYTHON}" "${COOLDOWN_EPOCHS:=0}"
+: "${LOG_DIR:=log}" "${LAUNCH:=$PYTHON}"
+[ -n "$COOLDOWN_STEPS" ] && : "${COOLDOWN_EPOCHS:=100000}"     # given steps switch the cooldown on and bound it
+: "${COOLDOWN_EPOCHS:=0}"
 # the refine stage's rates (train.py's mattingrefine defaults) times 0.3, before COOLDOWN_ARGS
 COOLDOWN_RATES="--lr-backbone 1.5e-5 --lr-aspp 1.5e-5 --lr-decoder 3e-5 --lr-refiner 9e-5"
 
