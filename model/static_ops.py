@@ -102,8 +102,8 @@ def conv_of_concat(conv, inputs):
     one convolution per input over its slice of the weight, summed: no concatenated copy and no gradient for an
     input that needs none (the decoder's plate and photo), no input channels padded up to oneDNN's blocks of 16
     (54 -> 48 + 6). MattingBase 256 x 4: decoder.conv4 with its gradient 285 -> 240 ms, concat included."""
-    padding = onednn.layer_padding(conv)
-    if not onednn.routes(inputs[0]) or padding is None or conv._groups != 1 or conv._data_format != 'NCHW':
+    padding = onednn.routable_padding(conv)
+    if padding is None or conv._groups != 1 or not onednn.routes(inputs[0]):
         return conv(paddle.concat(inputs, axis=1))
     weights = paddle.split(conv.weight, [x.shape[1] for x in inputs], axis=1)
     out = onednn.conv2d(inputs[0], weights[0], conv.bias, conv._stride, padding, conv._dilation)
@@ -194,7 +194,7 @@ def repeat_pixels(x, factor):
     CPU nearest resize took 6x longer on the refiner's thousands of 4x4 patches, and a broadcast (expand) 130 ms of
     an HD frame in Paddle Inference."""
     b, c, h, w = x.shape
-    if onednn.routes(x):                # dygraph on CPU: its backward 4x faster than the stacks'
+    if onednn.routes(x):                       # dygraph on CPU: its backward 4x faster than the stacks'
         return onednn.resample(x, [h * factor, w * factor], 'nearest')
     x = paddle.stack([x] * factor, axis=-1).reshape([b, c, h, w * factor])             # each pixel f times
     return paddle.stack([x] * factor, axis=3).reshape([b, c, h * factor, w * factor])  # each row f times

@@ -12,14 +12,13 @@ at the lengths and high-resolution size train.py resolves from --train-args.
 Each configuration runs in its own process so that its peak resident memory (ru_maxrss) is its own.
 Inputs are random tensors at the full crop size (the largest crop of the official 256-511 / 1024-2044 ranges).
 --split also times the parts of a step: forward, losses, backward, optimiser (Adam).
---compare-torch PATH (the official repository's folder) times the official model's training step on the same
-inputs in the same process, its steps interleaved with ours, with Adam at the same learning rates and torch on as
-many threads as oneDNN. BGMv2: its network and the losses
-of train_base.py / train_refine.py (L1 alpha, Sobel L1, masked foreground L1, error MSE; kornia's Sobel written
-with torch convolutions; the Laplacian term this project adds has no official counterpart: --train-args
-"--loss-laplacian 0" compares with the official loss exactly). RVM: MattingNetwork and train_loss.py's matting loss (L1, Laplacian pyramid,
-coherence) and segmentation BCE, one row per pass. Torch is never a dependency of this project: without it the
-comparison is skipped with a message.
+--compare-torch PATH (the official repository's folder) times the official model's training step on the same inputs
+in the same process, its steps interleaved with ours, with Adam at the same learning rates and torch on as many
+threads as oneDNN. BGMv2: its network and the losses of train_base.py / train_refine.py (L1 alpha, Sobel L1, masked
+foreground L1, error MSE; kornia's Sobel written with torch convolutions; the Laplacian term this project adds has
+no official counterpart: --train-args "--loss-laplacian 0" compares with the official loss exactly). RVM:
+MattingNetwork and train_loss.py's matting loss (L1, Laplacian pyramid, coherence) and segmentation BCE, one row per
+pass. Torch is never a dependency of this project: without it the comparison is skipped with a message.
 """
 import argparse
 import json

@@ -10,11 +10,10 @@ every core this process may use (cpu_threads), whatever OpenMP team size Paddle 
 
 `accelerate(network)` routes every plain `nn.Conv2D` of a network through `conv2d`, and the resizes and concatenated
 convolutions of its forward (model/static_ops, where `routes` says so) through `resample` and `conv2d`; each layer
-falls back to
-Paddle's own kernel for anything outside float32 NCHW zero-padded convolutions in dygraph on CPU, and everything
-does when the library is missing, is not 3.x, or fails a self-check against Paddle's result. A routed
-convolution's gradients come from `loss.backward()` or from `paddle.grad` asked for every input of it that needs
-one (a PyLayer cannot tell which of them a partial `paddle.grad` wants).
+falls back to Paddle's own kernel for anything outside float32 NCHW zero-padded convolutions in dygraph on CPU, and
+everything does when the library is missing, is not 3.x, or fails a self-check against Paddle's result. A routed
+convolution's gradients come from `loss.backward()` or from `paddle.grad` asked for every input of it that needs one
+(a PyLayer cannot tell which of them a partial `paddle.grad` wants).
 """
 import collections
 import contextlib
@@ -509,10 +508,12 @@ def routes(x):
             and x.dtype == paddle.float32 and x.place.is_cpu_place() and not autocast_enabled())
 
 
-def layer_padding(layer):
-    """(top, bottom, left, right) of an nn.Conv2D with explicit zero padding, else None."""
+def routable_padding(layer):
+    """(top, bottom, left, right) of an nn.Conv2D that conv2d can run (explicit zero padding, NCHW, float32
+    weights), else None."""
     padding = layer._updated_padding
-    if layer._padding_mode != 'zeros' or layer._padding_algorithm != 'EXPLICIT' or not isinstance(padding, list):
+    if (layer._padding_mode != 'zeros' or layer._padding_algorithm != 'EXPLICIT' or not isinstance(padding, list)
+            or layer._data_format != 'NCHW' or layer.weight.dtype != paddle.float32):
         return None
     if len(padding) == 2:
         return [padding[0], padding[0], padding[1], padding[1]]
@@ -526,10 +527,9 @@ def autocast_enabled():
 
 def routed_forward(layer, x):
     """nn.Conv2D.forward through conv2d where it applies."""
-    padding = layer_padding(layer)
-    if (padding is None or layer._data_format != 'NCHW' or not paddle.in_dynamic_mode() or x.ndim != 4
-            or x.dtype != paddle.float32 or layer.weight.dtype != paddle.float32 or not x.place.is_cpu_place()
-            or autocast_enabled()):
+    padding = routable_padding(layer)
+    if (padding is None or not paddle.in_dynamic_mode() or x.ndim != 4 or x.dtype != paddle.float32
+            or not x.place.is_cpu_place() or autocast_enabled()):
         return paddle.nn.Conv2D.forward(layer, x)
     return conv2d(x, layer.weight, layer.bias, layer._stride, padding, layer._dilation, layer._groups)
 
