@@ -4,6 +4,7 @@ when sizes agree) and clips (in frame order, plates alongside), compose and writ
 Outputs: <output_dir>/<type>/<relative input path>.png for images, <output_dir>/<relative clip path without
 extension>/<type>.mp4 (or <type>/<frame>.png) for videos and folders of frames.
 """
+import functools
 import os
 import sys
 import time
@@ -80,16 +81,17 @@ class Target:
 
 
 def compose(result, i, target):
-    """fgr * pha + target * (1 - pha), as target + pha * (fgr - target) in OpenCV (numpy's broadcast of alpha
-    over the channels costs twice as much on an HD frame)."""
+    """fgr * pha + target * (1 - pha). OpenCV's blendLinear does it in one pass (5 CPU-ms on an HD frame,
+    against 25 for a subtract, a multiply by the alpha merged over three channels and an add); it divides by
+    pha + (1 - pha) + 1e-5, which changes a value by at most 1e-5."""
     pha, fgr = result['pha'][i], result['fgr'][i]
     if target is None:      # RGBA: colour only where there is some foreground, as the official tool
         return np.concatenate([fgr * (pha[..., None] > 0), pha[..., None]], axis=2)
     if not opencv_image(pha):
         return fgr * pha[..., None] + target * (1 - pha[..., None])
-    target = np.ascontiguousarray(target, np.float32)
-    com = cv2.multiply(cv2.subtract(np.ascontiguousarray(fgr, np.float32), target), cv2.merge([pha] * 3))
-    return cv2.add(com, target, dst=com)
+    pha = np.ascontiguousarray(pha, np.float32)
+    return cv2.blendLinear(np.ascontiguousarray(fgr, np.float32), np.ascontiguousarray(target, np.float32),
+                           pha, 1 - pha)
 
 
 def output_images(result, i, types, target):
@@ -294,50 +296,53 @@ class Jobs:
 
     def clip(self, source, bgr_path, stem, chunk_size):
         """One video or image sequence, frame chunks in order; the plate is an image, a video or none. Decoding
-        (with the plates), matting and composing + encoding run in three threads, so a video goes at the
-        speed of the slowest of them rather than of their sum."""
+        (with the plates) runs ahead in a thread, and each output stream is composed and encoded in a thread of
+        its own, so a video goes at the speed of the slowest of them rather than of their sum."""
         cfg = self.cfg
         reader = open_clip(source, cfg.fps)
         target = Target(cfg.target_bgr, default=VIDEO_TARGET)
         out_dir = os.path.join(cfg.output_dir, stem)
-        writers = {}
+        files = {}
         if cfg.output_format == 'video':
-            writers = {t: VideoWriter(os.path.join(out_dir, t + '.mp4'), reader.fps, reader.width, reader.height,
-                                      cfg.video_preset) for t in self.types}
+            files = {t: VideoWriter(os.path.join(out_dir, t + '.mp4'), reader.fps, reader.width, reader.height,
+                                    cfg.video_preset) for t in self.types}
         # PNG frames of an image sequence keep their input names (eval.py --pred-dir pairs by name)
         names = [os.path.splitext(os.path.basename(p))[0] for p in source] if isinstance(source, list) else None
-        written = [0]
 
-        def write(item):
-            chunk, result = item
+        def write(t, item):
+            first, chunk, result = item
             for i, frame in enumerate(chunk):
-                tgt = target.next(*frame.shape[:2])
-                for t, image in output_images(result, i, self.types, tgt):
-                    if writers:
-                        writers[t].write(image)
-                    else:
-                        name = names[written[0]] if names else f'{written[0]:05d}'
-                        write_image(os.path.join(out_dir, t, name + '.png'), image)
-                written[0] += 1
-            self.bar.update(len(chunk))
+                image = compose(result, i, target.next(*frame.shape[:2])) if t == 'com' else result[t][i]
+                if files:
+                    files[t].write(image)
+                else:
+                    name = names[first + i] if names else f'{first + i:05d}'
+                    write_image(os.path.join(out_dir, t, name + '.png'), image)
 
         self.runner.reset()
-        chunks, writer = ReadAhead(self.chunks(reader, bgr_path, stem, chunk_size)), Worker(write)
+        chunks = ReadAhead(self.chunks(reader, bgr_path, stem, chunk_size))
+        writers = [Worker(functools.partial(write, t)) for t in self.types]
+        frames = 0
         try:
             for chunk, bgrs in chunks:
                 start = time.perf_counter()
                 result = self.runner(chunk, bgrs)
                 self.model_seconds += time.perf_counter() - start
-                writer.submit((chunk, result))
-            writer.close()
-            if written[0] == 0:
-                raise InputError(f"{source if isinstance(source, str) else os.path.dirname(source[0])}: no frames")
-            for w in writers.values():
+                for w in writers:
+                    w.submit((frames, chunk, result))
+                frames += len(chunk)
+                self.bar.update(len(chunk))
+            for w in writers:
                 w.close()
+            if frames == 0:
+                raise InputError(f"{source if isinstance(source, str) else os.path.dirname(source[0])}: no frames")
+            for f in files.values():
+                f.close()
         except BaseException:
-            writer.abort()
-            for w in writers.values():
+            for w in writers:
                 w.abort()
+            for f in files.values():
+                f.abort()
             raise
         finally:
             chunks.close()
