@@ -15,7 +15,7 @@ import paddle.nn.functional as F
 from .backbones.mobilenetv3 import MobileNetV3LargeEncoder
 from .backbones.resnet import ResNetEncoder, batch_norm
 from .backbones.unireplknet import DilatedReparamBlockk, UniRepLKNetEncoder
-from .static_ops import Sigmoid, Tanh, downsample, resize
+from .static_ops import Sigmoid, Tanh, conv_of_concat, downsample, resize
 
 VARIANTS = ('mobilenetv3', 'resnet50', 'unireplknet')
 REFINERS = ('deep_guided_filter', 'fast_guided_filter')
@@ -158,7 +158,7 @@ class OutputBlock(nn.Layer):
                                   *conv_bn_relu(out_channels, out_channels))
 
     def fuse(self, x, s):
-        return self.conv(paddle.concat([upsample2_crop(x, s), s], axis=1))
+        return self.conv[1:](conv_of_concat(self.conv[0], [upsample2_crop(x, s), s]))
 
     def forward(self, x, s):
         return fold(self.fuse, x, s)

@@ -102,3 +102,32 @@ def test_repeat_pixels_is_nearest_upsampling_with_its_gradient():
 
 def doubled(x):
     return ops.repeat_pixels(x, 2)
+
+
+class FeaturesAndPhoto(paddle.nn.Layer):
+    def __init__(self, features):
+        super().__init__()
+        self.features, self.conv = features, paddle.nn.Conv2D(features + 3, 8, 3, padding=1)
+
+    def forward(self, x):
+        return ops.conv_of_concat(self.conv, [x[:, :self.features], x[:, self.features:]])
+
+
+@pytest.mark.parametrize('features, convs', [(32, 2), (30, 1)])
+def test_exported_conv_of_concat_sets_the_photo_apart_from_whole_blocks(tmp_path, features, convs):
+    """In the ONNX export (from a PIR graph) 32 feature channels + 3 of the photo are two convolutions summed, and
+    30 + 3 stay one; the outputs are the dygraph convolution's of the concatenation either way."""
+    pytest.importorskip('paddle2onnx')
+    pytest.importorskip('onnxruntime')
+    onnx = pytest.importorskip('onnx')
+    from inference.backends import OnnxRuntimeBackend, export_model, has_pir
+
+    paddle.seed(1)
+    block = FeaturesAndPhoto(features)
+    x = np.random.default_rng(3).random((2, features + 3, 9, 12), dtype=np.float32)
+    expected = block.conv(tensor(x)).numpy()
+    export_model(block, str(tmp_path), 'json' if has_pir() else 'pdmodel', onnx=True,
+                 spec=[paddle.static.InputSpec([None, features + 3, None, None], 'float32', 'x')])
+    np.testing.assert_allclose(OnnxRuntimeBackend(str(tmp_path / 'model.onnx'))(x)[0], expected, atol=1e-5)
+    graph = onnx.load(str(tmp_path / 'model.onnx')).graph
+    assert sum(node.op_type == 'Conv' for node in graph.node) == (convs if has_pir() else 1)
