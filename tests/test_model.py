@@ -215,8 +215,8 @@ def test_batch_equals_single_images_and_static_graph():
             np.testing.assert_allclose(a[i:i + 1], b, atol=2e-6)
     static = paddle.jit.to_static(seeded_model('mobilenetv2', refine_mode='thresholding', refine_threshold=0.3),
                                   full_graph=True)
-    for a, b in zip(batch, outputs(static, src, bgr)):
-        np.testing.assert_allclose(a, b, atol=2e-6)
+    for a, b in zip(batch, outputs(static, src, bgr)):      # the PIR graph splits decoder.conv4: other rounding
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6)
 
 
 def test_any_size_for_base_and_odd_coarse_sizes_for_refine():
