@@ -130,7 +130,7 @@ class UpsamplingBlock(nn.Layer):
         return conv_bn_relu(in_channels, out_channels)
 
     def fuse(self, x, *skips):
-        return self.conv(paddle.concat([upsample2_crop(x, skips[-1]), *skips], axis=1))
+        return self.conv[1:](conv_of_concat(self.conv[0], [upsample2_crop(x, skips[-1]), *skips]))
 
     def forward(self, x, *skips_and_state):
         *skips, r = skips_and_state

@@ -102,11 +102,11 @@ def conv_of_concat(conv, inputs):
     one convolution per input over its slice of the weight, summed: no concatenated copy and no gradient for an
     input that needs none (the decoder's plate and photo), no input channels padded up to oneDNN's blocks of 16
     (54 -> 48 + 6). MattingBase 256 x 4: decoder.conv4 with its gradient 285 -> 240 ms, concat included.
-    In a PIR export (the source of the ONNX files), a first input of whole blocks of 16 channels followed by
-    fewer than 16 more (the photo and plate beside the features) is convolved apart from them: ONNX Runtime runs
-    only whole blocks in its fast blocked layout, so RVM's output convolution of 32 + 3 channels at 270 x 480
-    took 13.6 ms, and 7.6 split."""
-    padding = onednn.routable_padding(conv)
+    In a PIR export (the source of the ONNX files), inputs of whole blocks of 16 channels followed by fewer than
+    16 more (the photo and plate beside the features) are convolved apart from those: ONNX Runtime runs only
+    whole blocks in its fast blocked layout, so RVM's output convolution of 32 + 3 channels at 270 x 480 took
+    13.6 ms, and 7.6 split."""
+    padding = onednn.routable_padding(conv) if isinstance(conv, nn.Conv2D) else None    # other layers: concatenated
     if padding is None or conv._groups != 1:
         return conv(paddle.concat(inputs, axis=1))
     if not paddle.in_dynamic_mode():
@@ -125,14 +125,19 @@ def exported_conv_of_concat(conv, inputs, padding):
     """conv_of_concat in a static graph (plain Python: the channel counts are known when it is traced). Split in
     PIR graphs only, which the ONNX exports convert: Paddle Inference's oneDNN runs the legacy graphs, and there
     the split's weight slices are no parameters: BGMv2 mobilenetv2 HD took 484 ms instead of 392."""
-    lead, rest = inputs[0].shape[1], sum(x.shape[1] for x in inputs[1:])
-    pir = in_dynamic_or_pir_mode()                  # in a static graph: a PIR one
-    if not pir or len(inputs) < 2 or lead <= 0 or lead % 16 or not 0 < rest < 16:
+    channels = [x.shape[1] for x in inputs]
+    ends = [sum(channels[:k]) for k in range(1, len(inputs))]     # channels before each later input
+    split = next((k + 1 for k, lead in enumerate(ends) if lead > 0 and lead % 16 == 0
+                  and 0 < sum(channels) - lead < 16), None) if min(channels) > 0 else None
+    if split is None or not in_dynamic_or_pir_mode():             # (in a static graph: whether it is PIR)
         return conv(paddle.concat(inputs, axis=1))
-    head, tail = paddle.split(conv.weight, [lead, rest], axis=1)
-    out = F.conv2d(inputs[0], head, conv.bias, conv._stride, padding, conv._dilation)
-    others = inputs[1] if len(inputs) == 2 else paddle.concat(inputs[1:], axis=1)
-    return out + F.conv2d(others, tail, None, conv._stride, padding, conv._dilation)
+    head, tail = paddle.split(conv.weight, [ends[split - 1], sum(channels) - ends[split - 1]], axis=1)
+
+    def joined(xs):
+        return xs[0] if len(xs) == 1 else paddle.concat(xs, axis=1)
+
+    out = F.conv2d(joined(inputs[:split]), head, conv.bias, conv._stride, padding, conv._dilation)
+    return out + F.conv2d(joined(inputs[split:]), tail, None, conv._stride, padding, conv._dilation)
 
 
 def resize_pooled(pooled, size):

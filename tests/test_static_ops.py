@@ -105,29 +105,34 @@ def doubled(x):
 
 
 class FeaturesAndPhoto(paddle.nn.Layer):
-    def __init__(self, features):
+    """conv_of_concat over channel groups of one input: `pieces` of features, then the 3 of a photo."""
+
+    def __init__(self, pieces):
         super().__init__()
-        self.features, self.conv = features, paddle.nn.Conv2D(features + 3, 8, 3, padding=1)
+        self.ends = np.cumsum([0, *pieces, 3]).tolist()
+        self.conv = paddle.nn.Conv2D(self.ends[-1], 8, 3, padding=1)
 
     def forward(self, x):
-        return ops.conv_of_concat(self.conv, [x[:, :self.features], x[:, self.features:]])
+        return ops.conv_of_concat(self.conv, [x[:, a:b] for a, b in zip(self.ends, self.ends[1:])])
 
 
-@pytest.mark.parametrize('features, convs', [(32, 2), (30, 1)])
-def test_exported_conv_of_concat_sets_the_photo_apart_from_whole_blocks(tmp_path, features, convs):
-    """In the ONNX export (from a PIR graph) 32 feature channels + 3 of the photo are two convolutions summed, and
-    30 + 3 stay one; the outputs are the dygraph convolution's of the concatenation either way."""
+@pytest.mark.parametrize('pieces, convs', [((32,), 2), ((24, 8), 2), ((30,), 1), ((16, 20), 1)])
+def test_exported_conv_of_concat_sets_the_photo_apart_from_whole_blocks(tmp_path, pieces, convs):
+    """In the ONNX export (from a PIR graph) features of whole 16-channel blocks + 3 channels of the photo are two
+    convolutions summed (32 + 3; 24 + 8 + 3, as RVM's upsampling blocks), and 30 + 3 or 16 + 20 + 3 stay one; the
+    outputs are the dygraph convolution's of the concatenation either way."""
     pytest.importorskip('paddle2onnx')
     pytest.importorskip('onnxruntime')
     onnx = pytest.importorskip('onnx')
     from inference.backends import OnnxRuntimeBackend, export_model, has_pir
 
     paddle.seed(1)
-    block = FeaturesAndPhoto(features)
-    x = np.random.default_rng(3).random((2, features + 3, 9, 12), dtype=np.float32)
+    block = FeaturesAndPhoto(pieces)
+    channels = block.ends[-1]
+    x = np.random.default_rng(3).random((2, channels, 9, 12), dtype=np.float32)
     expected = block.conv(tensor(x)).numpy()
     export_model(block, str(tmp_path), 'json' if has_pir() else 'pdmodel', onnx=True,
-                 spec=[paddle.static.InputSpec([None, features + 3, None, None], 'float32', 'x')])
+                 spec=[paddle.static.InputSpec([None, channels, None, None], 'float32', 'x')])
     np.testing.assert_allclose(OnnxRuntimeBackend(str(tmp_path / 'model.onnx'))(x)[0], expected, atol=1e-5)
     graph = onnx.load(str(tmp_path / 'model.onnx')).graph
     assert sum(node.op_type == 'Conv' for node in graph.node) == (convs if has_pir() else 1)
