@@ -94,9 +94,9 @@ def compose(result, i, target):
                            pha, 1 - pha)
 
 
-def output_images(result, i, types, target):
-    for t in types:
-        yield t, compose(result, i, target) if t == 'com' else result[t][i]
+def output_image(result, i, t, target):
+    """Output type t of the i-th input of a runner's result (the composite onto target for 'com')."""
+    return compose(result, i, target) if t == 'com' else result[t][i]
 
 
 # ---------------------------------------------------------------- inputs
@@ -268,8 +268,8 @@ class Jobs:
             self.model_seconds += time.perf_counter() - start
             for i, (outputs, s, _) in enumerate(batch):
                 tgt = target.next(*s.shape[:2])
-                for t, image in output_images(result, i, self.types, tgt):
-                    write_image(outputs[t], image)
+                for t in self.types:
+                    write_image(outputs[t], output_image(result, i, t, tgt))
             self.bar.update(len(batch))
             batch.clear()
 
@@ -312,7 +312,7 @@ class Jobs:
         def write(t, item):
             first, chunk, result = item
             for i, frame in enumerate(chunk):
-                image = compose(result, i, target.next(*frame.shape[:2])) if t == 'com' else result[t][i]
+                image = output_image(result, i, t, target.next(*frame.shape[:2]) if t == 'com' else None)
                 if files:
                     files[t].write(image)
                 else:

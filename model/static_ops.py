@@ -127,9 +127,8 @@ def exported_conv_of_concat(conv, inputs, padding):
     the split's weight slices are no parameters: BGMv2 mobilenetv2 HD took 484 ms instead of 392."""
     channels = [x.shape[1] for x in inputs]
     ends = [sum(channels[:k]) for k in range(1, len(inputs))]     # channels before each later input
-    split = next((k + 1 for k, lead in enumerate(ends) if lead > 0 and lead % 16 == 0
-                  and 0 < sum(channels) - lead < 16), None) if min(channels) > 0 else None
-    if split is None or not in_dynamic_or_pir_mode():             # (in a static graph: whether it is PIR)
+    split = next((k + 1 for k, lead in enumerate(ends) if lead % 16 == 0 and 0 < sum(channels) - lead < 16), None)
+    if split is None or min(channels) <= 0 or not in_dynamic_or_pir_mode():   # unknown counts; a legacy graph
         return conv(paddle.concat(inputs, axis=1))
     head, tail = paddle.split(conv.weight, [ends[split - 1], sum(channels) - ends[split - 1]], axis=1)
 
