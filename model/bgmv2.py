@@ -185,14 +185,22 @@ class Refiner(nn.Layer):
         # kernel 3: 2x2 half-res cores with 3 px of context, 4x4 full-res cores with 2 px
         half_pad, full_pad = (3, 2) if self.kernel_size == 3 else (0, 0)
         half = [H // 2, W // 2]
-        # one crop of each resolution, its channels already in the convolution's order (coarse, src, bgr)
-        x = paddle.concat([ops.resize(m, half) for m in (coarse, src, bgr)], axis=1)   # B x 42 x H/2 x W/2
-        x = ops.gather_patches(ops.pixels(x), idx, 2, half_pad)                       # P x 42 x 8 x 8
-        x = self.relu(self.bn1(self.conv1(x)))
+        photo = [ops.resize(src, half), ops.resize(bgr, half)]
+        if ops.onnx_bound():
+            # whole blocks of 16 channels (conv_of_padded): the coarse maps with 12 zero channels, upsampled
+            # pixel-major; the photo and plate (6) apart
+            x = paddle.concat([coarse, paddle.zeros_like(coarse[:, :12])], axis=1)       # B x 48 x h x w
+            x = ops.gather_patches(ops.upsampled_pixels(x, half), idx, 2, half_pad)      # P x 48 x 8 x 8
+            y = ops.gather_planes(paddle.concat(photo, axis=1), idx, 2, half_pad)        # P x 6 x 8 x 8
+            x = ops.conv_of_padded(self.conv1, [x, y], [36, 6])
+        else:           # one crop, its channels in the convolution's order (coarse, src, bgr)
+            x = paddle.concat([ops.resize(coarse, half)] + photo, axis=1)               # B x 42 x H/2 x W/2
+            x = self.conv1(ops.gather_patches(ops.pixels(x), idx, 2, half_pad))         # of P x 42 x 8 x 8
+        x = self.relu(self.bn1(x))
         x = self.relu(self.bn2(self.conv2(x)))                                      # P x 16 x 4 x 4
         x = ops.repeat_pixels(x, 2)                                # P x 16 x 8 x 8 (4 x 4 with kernel size 1)
-        y = ops.gather_patches(ops.pixels(paddle.concat([src, bgr], axis=1)), idx, 4, full_pad)  # P x 6 x 8 x 8
-        x = self.relu(self.bn3(ops.conv_of_concat(self.conv3, [x, y])))
+        y = [ops.gather_planes(m, idx, 4, full_pad) for m in (src, bgr)]           # P x 3 x 8 x 8 each
+        x = self.relu(self.bn3(ops.conv_of_concat(self.conv3, [x] + y)))
         return self.conv4(x)                                                        # P x 4 x 4 x 4
 
     def refine_full(self, src_bgr, coarse):

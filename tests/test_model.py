@@ -180,8 +180,8 @@ def test_full_equals_thresholding_everything(kernel_size):
         every = outputs(model, src, bgr)
     else:
         every = outputs(seeded_model('mobilenetv2', refine_mode='thresholding', refine_threshold=-1.0), src, bgr)
-    for a, b in zip(full, every):
-        np.testing.assert_allclose(a, b, rtol=0, atol=2e-6)
+    for a, b in zip(full, every):        # the patch path sums its convolutions in another order: rounding
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6)
     assert every[5].min() == 1
 
 

@@ -136,3 +136,57 @@ def test_exported_conv_of_concat_sets_the_photo_apart_from_whole_blocks(tmp_path
     np.testing.assert_allclose(OnnxRuntimeBackend(str(tmp_path / 'model.onnx'))(x)[0], expected, atol=1e-5)
     graph = onnx.load(str(tmp_path / 'model.onnx')).graph
     assert sum(node.op_type == 'Conv' for node in graph.node) == (convs if has_pir() else 1)
+
+
+def test_gather_planes_is_gather_patches_of_the_map_as_it_is():
+    rng = np.random.default_rng(7)
+    x = rng.random((2, 3, 8, 12), dtype=np.float32)
+    idx = np.array([[0, 0, 0], [1, 1, 2], [0, 1, 1], [1, 0, 2]], np.int64)      # corners and the inside
+    for size, padding in ((4, 2), (2, 3), (4, 0)):
+        planes = ops.gather_planes(tensor(x), tensor(idx), size, padding).numpy()
+        k = size + 2 * padding
+        padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+        assert planes.shape == (len(idx), 3, k, k)
+        for p, (b, y, x0) in zip(planes, idx):
+            np.testing.assert_array_equal(p, padded[b, :, y * size:y * size + k, x0 * size:x0 * size + k])
+        np.testing.assert_array_equal(planes, ops.gather_patches(ops.pixels(tensor(x)), tensor(idx), size,
+                                                                 padding).numpy())
+
+
+def test_conv_of_padded_is_the_conv_of_the_unpadded_concatenation():
+    paddle.seed(2)
+    conv = paddle.nn.Conv2D(7, 5, 3)
+    rng = np.random.default_rng(8)
+    a, b = rng.random((3, 4, 6, 6), dtype=np.float32), rng.random((3, 3, 6, 6), dtype=np.float32)
+    a_padded = np.concatenate([a, np.zeros((3, 12, 6, 6), np.float32)], axis=1)     # 16 channels
+    expected = conv(tensor(np.concatenate([a, b], axis=1))).numpy()
+    np.testing.assert_allclose(ops.conv_of_padded(conv, [tensor(a_padded), tensor(b)], [4, 3]).numpy(), expected,
+                               rtol=1e-5, atol=1e-6)
+
+
+class Upsampling(paddle.nn.Layer):
+    """upsampled_pixels to twice the input's size (dynamic) and to a fixed size."""
+
+    def forward(self, x):
+        return ops.upsampled_pixels(x, [x.shape[2] * 2, x.shape[3] * 2]), ops.upsampled_pixels(x, [9, 10])
+
+
+def test_onnx_export_transposes_before_the_upsampling(tmp_path):
+    """backends.transpose_before_resize: the resize of an upsampled_pixels runs on the transposed (smaller) map
+    in the ONNX file, with the numbers of dygraph."""
+    pytest.importorskip('paddle2onnx')
+    pytest.importorskip('onnxruntime')
+    onnx = pytest.importorskip('onnx')
+    from inference.backends import OnnxRuntimeBackend, export_model, has_pir
+
+    x = np.random.default_rng(9).random((2, 5, 4, 6), dtype=np.float32)
+    expected = [y.numpy() for y in Upsampling()(tensor(x))]
+    export_model(Upsampling(), str(tmp_path), 'json' if has_pir() else 'pdmodel', onnx=True,
+                 spec=[paddle.static.InputSpec([None, 5, None, None], 'float32', 'x')])
+    for ours, theirs in zip(OnnxRuntimeBackend(str(tmp_path / 'model.onnx'))(x), expected):
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    graph = onnx.load(str(tmp_path / 'model.onnx')).graph
+    made = {o: n.op_type for n in graph.node for o in n.output}
+    resizes = [n for n in graph.node if n.op_type == 'Resize']
+    assert len(resizes) == 2 and all(made[n.input[0]] == 'Transpose' for n in resizes)
