@@ -17,7 +17,6 @@ import os
 import shutil
 import sys
 import tempfile
-from importlib.util import find_spec
 
 import numpy as np
 import paddle
@@ -85,7 +84,7 @@ def export_model(layer, output, fmt='pdmodel', onnx=False, opset=11, spec=None):
 
 @contextlib.contextmanager
 def silent_stdout():
-    """paddle2onnx and polygraphy print progress lines to the process's stdout (some from C++): they would mix
+    """paddle2onnx prints progress lines to the process's stdout (some from C++): they would mix
     with a tool's own output (predict.py's summary, eval.py's table). Errors still raise."""
     sys.stdout.flush()
     saved = os.dup(1)
@@ -104,16 +103,12 @@ def to_onnx(graph, params, path, opset):
         import paddle2onnx
     except ImportError:
         raise ValueError('ONNX export needs `pip install paddle2onnx onnxruntime`') from None
-    # paddle2onnx folds constants with polygraphy and switches polygraphy's auto-install on, which pip-installs what
-    # polygraphy misses (onnx_graphsurgeon; sympy for its shape inference) during the export. Nothing may download:
-    # auto-install off (polygraphy reads the flag at use), and without onnx_graphsurgeon fold with onnxoptimizer
-    folding = 'polygraphy' if all(find_spec(m) for m in ('polygraphy', 'onnx_graphsurgeon')) else 'onnxoptimizer'
-    if folding == 'polygraphy':
-        from polygraphy import config as polygraphy_config
-        polygraphy_config.AUTOINSTALL_DEPS = False
+    # no constant folding by paddle2onnx (ONNX Runtime folds when it loads the model): its default, polygraphy,
+    # took 1-3 s of each export for the same graph speed, and pip-installs what it misses (sympy,
+    # onnx_graphsurgeon) at run time
     with silent_stdout():
         paddle2onnx.export(graph, params, path, opset_version=opset, auto_upgrade_opset=True, verbose=False,
-                           optimize_tool=folding)
+                           optimize_tool='None')
     if not os.path.isfile(path):
         raise ValueError(f'paddle2onnx did not write {path}')
     transpose_before_resize(path)
@@ -135,7 +130,9 @@ def transpose_before_resize(path):
     for out in graph.output:
         uses[out.name] = uses.get(out.name, 0) + 1
     made = {o: n for n in graph.node for o in n.output}
-    constants = {t.name: t for t in graph.initializer}
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    constants.update({n.output[0]: numpy_helper.to_array(a.t) for n in graph.node if n.op_type == 'Constant'
+                      for a in n.attribute if a.name == 'value'})
     moved = set()
     nodes = []
     for node in graph.node:
@@ -151,7 +148,7 @@ def transpose_before_resize(path):
         transposed = stem + '_input'
         inputs = [transposed, resize.input[1]]
         for name in resize.input[2:]:                           # scales or sizes: B C H W -> B H W C
-            values = numpy_helper.to_array(constants[name]) if name in constants else None
+            values = constants.get(name)
             if not name or (values is not None and values.size == 0):          # the unused one
                 inputs.append(name)
             elif values is not None:
@@ -270,7 +267,7 @@ class OnnxRuntimeBackend:
         providers = ['CUDAExecutionProvider', 'CPUExecutionProvider'] if device == 'gpu' else ['CPUExecutionProvider']
         self.session = onnxruntime.InferenceSession(path, options, providers=providers)
         self.inputs = [i.name for i in self.session.get_inputs()]
-        # None for a dynamic dimension; paddle2onnx's folding (with sympy installed) may make dynamic ones fixed
+        # None for a dynamic dimension of the graph's InputSpec
         self.input_shapes = [[d if isinstance(d, int) and d > 0 else None for d in i.shape]
                              for i in self.session.get_inputs()]
 

@@ -65,15 +65,13 @@ def thresholding(tmp_path_factory):
     return model, folder
 
 
-@pytest.mark.parametrize('graphsurgeon', ['installed', 'missing'])
-def test_onnx_export_downloads_nothing(tmp_path, graphsurgeon):
-    """paddle2onnx folds constants with polygraphy and lets it pip-install what it misses at run time (sympy for
-    its shape inference, onnx_graphsurgeon); polygraphy runs POLYGRAPHY_INSTALL_CMD for that, here a command that
-    records its call. Both are hidden (sys.modules[name] = None) as in an environment without them."""
+def test_onnx_export_downloads_nothing(tmp_path):
+    """paddle2onnx's default constant folding (polygraphy) pip-installs what it misses at run time (sympy for its
+    shape inference, onnx_graphsurgeon) by running POLYGRAPHY_INSTALL_CMD, here a command that records its call.
+    Both are hidden (sys.modules[name] = None) as in an environment without them."""
     pytest.importorskip('paddle2onnx')
     marker = tmp_path / 'installs.txt'
-    hidden = ['sympy'] + (['onnx_graphsurgeon'] if graphsurgeon == 'missing' else [])
-    hide = '; '.join(f"sys.modules[{name!r}] = None" for name in hidden)
+    hide = '; '.join(f"sys.modules[{name!r}] = None" for name in ('sympy', 'onnx_graphsurgeon'))
     script = f"""import sys
 {hide}
 sys.path.insert(0, {ROOT!r})
