@@ -525,8 +525,10 @@ def autocast_enabled():
     return bool(check and check())
 
 
+@paddle.jit.not_to_static
 def routed_forward(layer, x):
-    """nn.Conv2D.forward through conv2d where it applies."""
+    """nn.Conv2D.forward through conv2d where it applies. Traced as written: dy2static's rewrite of it, once per
+    layer, doubled an export's tracing time (RVM mobilenetv3 2.8 -> 5.0 s)."""
     padding = routable_padding(layer)
     if (padding is None or not paddle.in_dynamic_mode() or x.ndim != 4 or x.dtype != paddle.float32
             or not x.place.is_cpu_place() or autocast_enabled()):
