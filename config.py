@@ -203,8 +203,9 @@ class BackendConfig:
     backend: str = option('auto', '--backend', choices=('auto',) + BACKENDS,
                           help='dygraph: the Paddle model itself; inference: Paddle Inference on an export (oneDNN '
                                'on CPU, several times faster there); onnxruntime: its ONNX conversion (needs '
-                               'paddle2onnx and onnxruntime). auto: inference on CPU when there are more than 8 '
-                               'frames and the family exports, else dygraph. Exports are made on the fly; '
+                               'paddle2onnx and onnxruntime). auto: on CPU for more than 8 frames '
+                               '(IndexNet: 1 image) an exported graph, onnxruntime when installed (IndexNet: '
+                               'inference), else dygraph. Exports are made on the fly; '
                                'tools/export.py writes them once')
     threads: int = option(CPUS, '--threads', type=positive_int,
                           help='CPU threads of the inference and onnxruntime backends',

@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 
+from inference.backends import installed
+
 
 class Unavailable(ValueError):
     """A family lacks a capability (e.g. "training for rvm is not available yet")."""
@@ -27,6 +29,8 @@ class Family:
     onnx_unavailable = None     # why tools/export.py --onnx cannot convert this family yet, if it cannot
     signatures = ()             # (model_type, backbone, key prefixes that must all occur, options) per layout
     strict_loading = {}         # backbone -> prefixes of the only checkpoint entries its network may skip
+    auto_frames = 8             # --backend auto: an exported graph on CPU above this many inputs (exports take seconds)
+    auto_backends = ('inference',)  # the exported backends 'auto' takes, fastest here first; the first installed wins
 
     def backbone_for(self, model_type):
         """The backbone a model type gets when none is given."""
@@ -43,6 +47,15 @@ class Family:
     def output_types(self, model_type):
         """What predict.py can write for this model type (of config.OUTPUT_TYPES)."""
         return ()
+
+    def backend_for(self, backend, model, frames):
+        """The backend name of a BackendConfig for `frames` inputs: 'auto' is the first installed of auto_backends
+        on CPU above auto_frames inputs (their convolutions are several times dygraph's), else dygraph."""
+        if backend.backend != 'auto':
+            return backend.backend
+        if model.device != 'cpu' or frames <= self.auto_frames:
+            return 'dygraph'
+        return next((name for name in self.auto_backends if installed(name)), 'dygraph')
 
     def runner(self, model, network, backend, frames):
         """A runner for predict/eval: frames in, named numpy outputs back (see families/bgmv2.py)."""

@@ -2,7 +2,6 @@
 import time
 import weakref
 from dataclasses import dataclass
-from importlib.util import find_spec
 
 import numpy as np
 import paddle
@@ -17,7 +16,6 @@ from .base import Family, Unavailable, describe
 
 LKM_TRAINING = 'backbone.unirep.stages.0.0.gamma'          # keys only the training / deploy form of LKM has
 LKM_DEPLOY = 'backbone.unirep.stages.0.0.pwconv2.0.bias'
-AUTO_FRAMES = 8          # --backend auto exports a graph (5-10 s per frame size) above this many frames on CPU
 
 
 def auto_ratio(h, w):
@@ -115,6 +113,7 @@ class RVM(Family):
     protocols = ('video',)
     export_formats = ('json',)          # a graph of any frame size has scale_factor resizes: PIR only
     export_defaults = {'downsample_ratio': 0.25}
+    auto_backends = ('onnxruntime', 'inference')   # 0.6-1.0x Paddle Inference's time here, by backbone and size
     onnx_unavailable = 'paddle2onnx 2.1 rejects its scale_factor resizes'
     graphs = weakref.WeakKeyDictionary()    # network -> {(backend, device, threads, h, w, refine): backend}
     signatures = (
@@ -147,14 +146,8 @@ class RVM(Family):
         return ('com', 'pha', 'fgr')
 
     def runner(self, model, network, backend, frames, wanted=('pha', 'fgr')):
-        """`backend` 'auto' on CPU, above AUTO_FRAMES frames: ONNX Runtime when installed (0.8-1.2x the time of Paddle
-        Inference with oneDNN here, depending on backbone and size; it needs no legacy graph), else Paddle Inference;
-        otherwise dygraph."""
-        name = backend.backend
-        if name == 'auto':
-            onnx = all(find_spec(m) for m in ('onnxruntime', 'paddle2onnx'))
-            fast = model.device == 'cpu' and frames > AUTO_FRAMES
-            name = ('onnxruntime' if onnx else 'inference') if fast else 'dygraph'
+        """`backend` a BackendConfig (Family.backend_for: the graph is exported once per frame size)."""
+        name = self.backend_for(backend, model, frames)
         if name != 'dygraph' and backend.export_dir:
             raise Unavailable('rvm exports its graph on the fly for each frame size: --export-dir is for the '
                               'image families (a tools/export.py rvm export is for deployment)')

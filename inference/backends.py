@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
+from importlib.util import find_spec
 
 import numpy as np
 import paddle
@@ -25,6 +26,11 @@ from paddle.static import InputSpec
 from utils.io import make_dirs
 
 BACKENDS = ('dygraph', 'inference', 'onnxruntime')
+
+
+def installed(name):
+    """Whether backend `name` can run here: ONNX Runtime needs onnxruntime, and paddle2onnx for its export."""
+    return name != 'onnxruntime' or all(find_spec(m) for m in ('onnxruntime', 'paddle2onnx'))
 
 
 def has_pir():

@@ -184,3 +184,20 @@ def test_outputs_are_named_in_the_official_order(model_type, backbone):
         out = network(x) if model_type == 'rvm' else network(x, x * 0.9)
     assert type(out)._fields == names and out.pha is out[names.index('pha')]
     assert list(out.pha.shape) == [1, 1, 64, 64]
+
+
+@pytest.mark.parametrize('family, frames, device, expected', [
+    ('bgmv2', 9, 'cpu', 'fast'), ('bgmv2', 8, 'cpu', 'dygraph'), ('bgmv2', 9, 'gpu', 'dygraph'),
+    ('rvm', 9, 'cpu', 'fast'), ('indexnet', 2, 'cpu', 'inference'), ('indexnet', 1, 'cpu', 'dygraph')])
+def test_auto_takes_the_fastest_installed_export_above_the_threshold(family, frames, device, expected, monkeypatch):
+    """'fast': ONNX Runtime, or Paddle Inference where onnxruntime / paddle2onnx are missing; a named backend is
+    taken as it is."""
+    from inference import backends
+    spec = families.FAMILIES[family]
+    model = dataclasses.replace(config.ModelConfig(model_type=spec.model_types[0]), device=device)
+    auto, named = config.BackendConfig(), config.BackendConfig(backend='dygraph')
+    for onnx in (True, False):
+        monkeypatch.setattr(backends, 'find_spec', lambda name: onnx)
+        want = ('onnxruntime' if onnx else 'inference') if expected == 'fast' else expected
+        assert spec.backend_for(auto, model, frames) == want
+        assert spec.backend_for(named, model, frames + 10) == 'dygraph'

@@ -265,13 +265,14 @@ def test_rvm_video_and_sequence_carry_the_state_across_chunks(tmp_path, rvm_chec
 
 
 def test_rvm_long_clip_takes_the_fast_backend_and_keeps_its_export(tmp_path, rvm_checkpoint, monkeypatch, capsys):
-    """Above AUTO_FRAMES frames on CPU, --backend auto exports the graph (kept in MATTING_CACHE_DIR for the next
+    """Above RVM.auto_frames frames on CPU, --backend auto exports the graph (kept in MATTING_CACHE_DIR for the next
     run) and mattes as dygraph does; the summary gives the speed of the whole run and of the model."""
     pytest.importorskip('onnxruntime')
-    from families.rvm import AUTO_FRAMES
+    from families.rvm import RVM
+    frames = RVM.auto_frames + 2
     monkeypatch.setenv('MATTING_CACHE_DIR', str(tmp_path / 'cache'))
     src, _ = pair(72, 96)
-    for i in range(AUTO_FRAMES + 2):
+    for i in range(frames):
         write_image(str(tmp_path / 'seq' / f'f{i:03d}.png'), np.roll(src, 3 * i, axis=1))
     common = ['--model-type', 'rvm', '--model-checkpoint', rvm_checkpoint, '--device', 'cpu', '--src',
               str(tmp_path / 'seq'), '--downsample-ratio', '0.5', '--output-format', 'png', '--output-types', 'pha']
@@ -279,10 +280,9 @@ def test_rvm_long_clip_takes_the_fast_backend_and_keeps_its_export(tmp_path, rvm
     assert 'frames/s; the model alone' in capsys.readouterr().out
     assert len(os.listdir(tmp_path / 'cache' / 'graphs')) == 1
     assert predict.main([*common, '--output-dir', str(tmp_path / 'slow'), '--backend', 'dygraph']) == 0
-    for i in range(AUTO_FRAMES + 2):
+    for i in range(frames):
         fast, slow = (read_alpha(str(tmp_path / d / 'seq' / 'pha' / f'f{i:03d}.png')) for d in ('fast', 'slow'))
         assert np.abs(fast - slow).max() <= 1 / 255 + 1e-6
-    from families.rvm import RVM
     RVM.graphs.clear()                                   # a new process: only the disk keeps the export
     kept = {p: p.stat().st_mtime_ns for p in (tmp_path / 'cache').rglob('*')}
     assert predict.main([*common, '--output-dir', str(tmp_path / 'again'), '-y']) == 0
