@@ -90,6 +90,19 @@ export_model(build_model('mattingbase', 'mobilenetv2'), {str(tmp_path / 'out')!r
     assert (tmp_path / 'out' / 'model.onnx').is_file()
 
 
+def test_onnx_export_keeps_only_what_the_outputs_read(thresholding):
+    """paddle2onnx leaves nodes no output needs and unread constants (ONNX Runtime warned of each when loading):
+    the export drops them."""
+    onnx = pytest.importorskip('onnx')
+    path = os.path.join(thresholding[1], 'model.onnx')
+    if not os.path.isfile(path):
+        pytest.skip('paddle2onnx is not installed')
+    graph = onnx.load(path).graph
+    read = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
+    assert [t.name for t in graph.initializer if t.name not in read] == []
+    assert [node.name for node in graph.node if not any(o in read for o in node.output)] == []
+
+
 @pytest.mark.parametrize('name', ['inference', 'onnxruntime'])
 def test_exported_equals_dygraph_and_batch_equals_single(thresholding, name):
     model, folder = thresholding
