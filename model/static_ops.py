@@ -102,15 +102,15 @@ def conv_of_concat(conv, inputs):
     one convolution per input over its slice of the weight, summed: no concatenated copy and no gradient for an
     input that needs none (the decoder's plate and photo), no input channels padded up to oneDNN's blocks of 16
     (54 -> 48 + 6). MattingBase 256 x 4: decoder.conv4 with its gradient 285 -> 240 ms, concat included.
-    In a PIR export (the source of the ONNX files), inputs of whole blocks of 16 channels followed by fewer than
-    16 more (the photo and plate beside the features) are convolved apart from those: ONNX Runtime runs only
-    whole blocks in its fast blocked layout, so RVM's output convolution of 32 + 3 channels at 270 x 480 took
-    13.6 ms, and 7.6 split."""
+    In a PIR export (the source of the ONNX files), features followed by fewer than 16 channels (the photo and
+    plate beside them) are convolved apart from those, padded to whole blocks of 16 (exported_conv_of_concat):
+    ONNX Runtime runs only whole blocks in its fast blocked layout, so RVM's output convolution of 32 + 3
+    channels at 270 x 480 took 13.6 ms, and 7.6 split."""
     padding = onednn.routable_padding(conv) if isinstance(conv, nn.Conv2D) else None    # other layers: concatenated
     if padding is None or conv._groups != 1:
         return conv(paddle.concat(inputs, axis=1))
     if not paddle.in_dynamic_mode():
-        return exported_conv_of_concat(conv, inputs, padding)
+        return exported_conv_of_concat(conv, inputs)
     if not onednn.routes(inputs[0]):
         return conv(paddle.concat(inputs, axis=1))
     weights = paddle.split(conv.weight, [x.shape[1] for x in inputs], axis=1)
@@ -129,22 +129,25 @@ def onnx_bound():
 
 
 @paddle.jit.not_to_static
-def exported_conv_of_concat(conv, inputs, padding):
-    """conv_of_concat in a static graph (plain Python: the channel counts are known when it is traced). Split in
-    PIR graphs only, which the ONNX exports convert: Paddle Inference's oneDNN runs the legacy graphs, and there
-    the split's weight slices are no parameters: BGMv2 mobilenetv2 HD took 484 ms instead of 392."""
+def exported_conv_of_concat(conv, inputs):
+    """conv_of_concat in a static graph (plain Python: the channel counts are known when it is traced). In PIR
+    graphs only, which the ONNX exports convert, the features (more than 16 channels) are convolved apart from
+    fewer than 16 that follow them (the photo), zero-padded to whole blocks of 16 when they are not (RVM's
+    upsampling blocks: 40 + 16 features and 3 of the photo at 144 x 256, 10.2 ms unblocked). Paddle
+    Inference's oneDNN runs the legacy graphs, and there the split's weight slices are no parameters: BGMv2
+    mobilenetv2 HD took 484 ms instead of 392."""
     channels = [x.shape[1] for x in inputs]
+    total = sum(channels)
     ends = [sum(channels[:k]) for k in range(1, len(inputs))]     # channels before each later input
-    split = next((k + 1 for k, lead in enumerate(ends) if lead % 16 == 0 and 0 < sum(channels) - lead < 16), None)
+    split = next((k + 1 for k, lead in enumerate(ends) if lead > 16 and total - lead < 16), None)
     if split is None or min(channels) <= 0 or not onnx_bound():              # unknown counts; a legacy graph
         return conv(paddle.concat(inputs, axis=1))
-    head, tail = paddle.split(conv.weight, [ends[split - 1], sum(channels) - ends[split - 1]], axis=1)
-
-    def joined(xs):
-        return xs[0] if len(xs) == 1 else paddle.concat(xs, axis=1)
-
-    out = F.conv2d(joined(inputs[:split]), head, conv.bias, conv._stride, padding, conv._dilation)
-    return out + F.conv2d(joined(inputs[split:]), tail, None, conv._stride, padding, conv._dilation)
+    lead = ends[split - 1]
+    head = inputs[:split]
+    if lead % 16:
+        head = head + [paddle.zeros_like(inputs[0][:, :1]).tile([1, 16 - lead % 16, 1, 1])]
+    joined = [xs[0] if len(xs) == 1 else paddle.concat(xs, axis=1) for xs in (head, inputs[split:])]
+    return conv_of_padded(conv, joined, [lead, total - lead])
 
 
 def resize_pooled(pooled, size):

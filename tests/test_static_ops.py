@@ -116,11 +116,12 @@ class FeaturesAndPhoto(paddle.nn.Layer):
         return ops.conv_of_concat(self.conv, [x[:, a:b] for a, b in zip(self.ends, self.ends[1:])])
 
 
-@pytest.mark.parametrize('pieces, convs', [((32,), 2), ((24, 8), 2), ((30,), 1), ((16, 20), 1)])
+@pytest.mark.parametrize('pieces, convs', [((32,), 2), ((24, 8), 2), ((30,), 2), ((16, 20), 2), ((8,), 1)])
 def test_exported_conv_of_concat_sets_the_photo_apart_from_whole_blocks(tmp_path, pieces, convs):
-    """In the ONNX export (from a PIR graph) features of whole 16-channel blocks + 3 channels of the photo are two
-    convolutions summed (32 + 3; 24 + 8 + 3, as RVM's upsampling blocks), and 30 + 3 or 16 + 20 + 3 stay one; the
-    outputs are the dygraph convolution's of the concatenation either way."""
+    """In the ONNX export (from a PIR graph) more than 16 channels of features + 3 channels of the photo are two
+    convolutions summed (32 + 3; 24 + 8 + 3, as RVM's upsampling blocks; 30 + 3 and 16 + 20 + 3 with the features
+    zero-padded to 32 and 48), and 8 + 3 stays one; the outputs are the dygraph convolution's of the concatenation
+    either way."""
     pytest.importorskip('paddle2onnx')
     pytest.importorskip('onnxruntime')
     onnx = pytest.importorskip('onnx')
