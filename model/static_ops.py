@@ -131,7 +131,7 @@ def onnx_bound():
 @paddle.jit.not_to_static
 def exported_conv_of_concat(conv, inputs):
     """conv_of_concat in a static graph (plain Python: the channel counts are known when it is traced). In PIR
-    graphs only, which the ONNX exports convert, the features (more than 16 channels) are convolved apart from
+    graphs only, which the ONNX exports convert, the features (16 channels or more) are convolved apart from
     fewer than 16 that follow them (the photo), zero-padded to whole blocks of 16 when they are not (RVM's
     upsampling blocks: 40 + 16 features and 3 of the photo at 144 x 256, 10.2 ms unblocked). Paddle
     Inference's oneDNN runs the legacy graphs, and there the split's weight slices are no parameters: BGMv2
@@ -139,7 +139,7 @@ def exported_conv_of_concat(conv, inputs):
     channels = [x.shape[1] for x in inputs]
     total = sum(channels)
     ends = [sum(channels[:k]) for k in range(1, len(inputs))]     # channels before each later input
-    split = next((k + 1 for k, lead in enumerate(ends) if lead > 16 and total - lead < 16), None)
+    split = next((k + 1 for k, lead in enumerate(ends) if lead >= 16 and total - lead < 16), None)
     if split is None or min(channels) <= 0 or not onnx_bound():              # unknown counts; a legacy graph
         return conv(paddle.concat(inputs, axis=1))
     lead = ends[split - 1]
