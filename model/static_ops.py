@@ -139,7 +139,8 @@ def exported_conv_of_concat(conv, inputs):
     channels = [x.shape[1] for x in inputs]
     total = sum(channels)
     ends = [sum(channels[:k]) for k in range(1, len(inputs))]     # channels before each later input
-    split = next((k + 1 for k, lead in enumerate(ends) if lead >= 16 and total - lead < 16), None)
+    fits = [k + 1 for k, lead in enumerate(ends) if lead >= 16 and total - lead < 16]   # photo: under 16 channels
+    split = ([k for k in fits if ends[k - 1] % 16 == 0] or fits or [None])[-1]       # best a lead of whole blocks
     if split is None or min(channels) <= 0 or not onnx_bound():              # unknown counts; a legacy graph
         return conv(paddle.concat(inputs, axis=1))
     lead = ends[split - 1]
