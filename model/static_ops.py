@@ -211,7 +211,9 @@ def gather_patches(x, idx, size, padding):
     the image: x B x H x W x C (pixel-major, see pixels) -> P x C x K x K.
 
     One gather of pixel rows: no unfold or padded copy of the whole map. Pixels outside the image read a zero
-    row appended to the flat map (no mask multiply over the patches: it took longer than the gather).
+    row appended to the flat map (no mask multiply over the patches: it took longer than the gather), except in
+    ONNX-bound graphs, where the appending copies the map (BGMv2's 48 upsampled channels at half of HD: 8 ms)
+    and the mask multiply is cheaper (BGMv2 mobilenetv2 HD in ONNX Runtime 2-2.5 % faster, the same outputs).
     P must not be 0 (with_dummy).
     """
     B, H, W, C = x.shape
@@ -221,6 +223,9 @@ def gather_patches(x, idx, size, padding):
     inside_x = (xs >= 0).astype(idx.dtype) * (xs < W).astype(idx.dtype)
     pixel = (idx[:, 0:1] * (H * W) + ys * W).unsqueeze(2) + xs.unsqueeze(1)                  # P x K x K
     inside = inside_y.unsqueeze(2) * inside_x.unsqueeze(1)
+    if onnx_bound():
+        patches = paddle.gather(x.reshape([-1, C]), (pixel * inside).reshape([-1]), axis=0).reshape([-1, k, k, C])
+        return (patches * inside.unsqueeze(3).astype(x.dtype)).transpose([0, 3, 1, 2])
     outside = B * H * W                                                                       # the zero row
     pixel = pixel * inside + outside * (1 - inside)
     flat = paddle.concat([x.reshape([-1, C]), paddle.zeros([1, C], x.dtype)])

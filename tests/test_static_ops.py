@@ -199,3 +199,29 @@ def test_onnx_export_transposes_before_the_upsampling(tmp_path):
     made = {o: n.op_type for n in graph.node for o in n.output}
     resizes = [n for n in graph.node if n.op_type == 'Resize']
     assert len(resizes) == 2 and all(made[n.input[0]] == 'Transpose' for n in resizes)
+
+
+class Crops(paddle.nn.Layer):
+    """gather_patches and gather_planes of a map at given positions, 4 px cores with 2 px of context."""
+
+    def forward(self, x, idx):
+        return ops.gather_patches(ops.pixels(x), idx, 4, 2), ops.gather_planes(x, idx, 4, 2)
+
+
+def test_patch_crops_export_to_onnx(tmp_path):
+    """The ONNX-bound crops (a mask instead of a zero row) give the padded crops, at the borders too."""
+    pytest.importorskip('paddle2onnx')
+    pytest.importorskip('onnxruntime')
+    from inference.backends import OnnxRuntimeBackend, export_model, has_pir
+
+    x = np.random.default_rng(10).random((2, 5, 8, 12), dtype=np.float32)
+    idx = np.array([[0, 0, 0], [1, 1, 2], [0, 1, 1], [1, 0, 2]], np.int64)
+    padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    expected = np.stack([padded[b, :, y * 4:y * 4 + 8, x0 * 4:x0 * 4 + 8] for b, y, x0 in idx])
+    export_model(Crops(), str(tmp_path), 'json' if has_pir() else 'pdmodel', onnx=True,
+                 spec=[paddle.static.InputSpec([None, 5, None, None], 'float32', 'x'),
+                       paddle.static.InputSpec([None, 3], 'int64', 'idx')])
+    session = OnnxRuntimeBackend(str(tmp_path / 'model.onnx'))
+    feed = dict(zip(session.inputs, (x, idx)))
+    for out in session.session.run(None, feed):
+        np.testing.assert_array_equal(out, expected)
