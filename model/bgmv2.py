@@ -189,7 +189,7 @@ class Refiner(nn.Layer):
         if ops.onnx_bound():
             # whole blocks of 16 channels (conv_of_padded): the coarse maps with 12 zero channels, upsampled
             # pixel-major; the photo and plate (6) apart
-            x = paddle.concat([coarse, paddle.zeros_like(coarse[:, :12])], axis=1)       # B x 48 x h x w
+            x = paddle.concat(ops.padded_to_blocks([coarse]), axis=1)                    # B x 48 x h x w
             x = ops.gather_patches(ops.upsampled_pixels(x, half), idx, 2, half_pad)      # P x 48 x 8 x 8
             y = ops.gather_planes(paddle.concat(photo, axis=1), idx, 2, half_pad)        # P x 6 x 8 x 8
             x = ops.conv_of_padded(self.conv1, [x, y], [36, 6])

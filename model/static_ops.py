@@ -144,10 +144,8 @@ def exported_conv_of_concat(conv, inputs):
     if split is None or min(channels) <= 0 or not onnx_bound():              # unknown counts; a legacy graph
         return conv(paddle.concat(inputs, axis=1))
     lead = ends[split - 1]
-    head = inputs[:split]
-    if lead % 16:
-        head = head + [paddle.zeros_like(inputs[0][:, :1]).tile([1, 16 - lead % 16, 1, 1])]
-    joined = [xs[0] if len(xs) == 1 else paddle.concat(xs, axis=1) for xs in (head, inputs[split:])]
+    joined = [xs[0] if len(xs) == 1 else paddle.concat(xs, axis=1) for xs in (padded_to_blocks(inputs[:split]),
+                                                                              inputs[split:])]
     return conv_of_padded(conv, joined, [lead, total - lead])
 
 
@@ -206,6 +204,14 @@ def window(idx, size, padding):
     return idx[:, 1:2] * size + offsets, idx[:, 2:3] * size + offsets
 
 
+def window_inside(idx, size, padding, H, W):
+    """window's rows and columns, and P x K x K ones where the pixel is inside an H x W image (zeros outside)."""
+    ys, xs = window(idx, size, padding)
+    inside_y = (ys >= 0).astype(idx.dtype) * (ys < H).astype(idx.dtype)
+    inside_x = (xs >= 0).astype(idx.dtype) * (xs < W).astype(idx.dtype)
+    return ys, xs, inside_y.unsqueeze(2) * inside_x.unsqueeze(1)
+
+
 def gather_patches(x, idx, size, padding):
     """Patches of K = size + 2 * padding pixels at stride `size` around each (b, y, x) of idx, zero outside
     the image: x B x H x W x C (pixel-major, see pixels) -> P x C x K x K.
@@ -218,11 +224,8 @@ def gather_patches(x, idx, size, padding):
     """
     B, H, W, C = x.shape
     k = size + 2 * padding
-    ys, xs = window(idx, size, padding)
-    inside_y = (ys >= 0).astype(idx.dtype) * (ys < H).astype(idx.dtype)
-    inside_x = (xs >= 0).astype(idx.dtype) * (xs < W).astype(idx.dtype)
+    ys, xs, inside = window_inside(idx, size, padding, H, W)
     pixel = (idx[:, 0:1] * (H * W) + ys * W).unsqueeze(2) + xs.unsqueeze(1)                  # P x K x K
-    inside = inside_y.unsqueeze(2) * inside_x.unsqueeze(1)
     if onnx_bound():
         patches = paddle.gather(x.reshape([-1, C]), (pixel * inside).reshape([-1]), axis=0).reshape([-1, k, k, C])
         return (patches * inside.unsqueeze(3).astype(x.dtype)).transpose([0, 3, 1, 2])
@@ -239,10 +242,7 @@ def gather_planes(x, idx, size, padding):
     (an HD photo and plate: 22 ms in ONNX Runtime) costs more than the gather itself."""
     B, C, H, W = x.shape
     k = size + 2 * padding
-    ys, xs = window(idx, size, padding)
-    inside_y = (ys >= 0).astype(idx.dtype) * (ys < H).astype(idx.dtype)
-    inside_x = (xs >= 0).astype(idx.dtype) * (xs < W).astype(idx.dtype)
-    inside = inside_y.unsqueeze(2) * inside_x.unsqueeze(1)                                    # P x K x K
+    ys, xs, inside = window_inside(idx, size, padding, H, W)                                  # P x K (x K)
     pixel = ((idx[:, 0:1] * (C * H * W) + ys * W).unsqueeze(2) + xs.unsqueeze(1)) * inside   # outside: 0
     positions = pixel.unsqueeze(1) + (paddle.arange(C, dtype=idx.dtype) * (H * W)).reshape([1, -1, 1, 1])
     # take_along_axis: ONNX GatherElements, 2.5x faster than Gather on single floats in ONNX Runtime
@@ -255,6 +255,12 @@ def upsampled_pixels(x, size):
     (backends.transpose_before_resize), where the map is smaller and ONNX Runtime resizes pixel-major maps 2-4x
     faster: so use this for upsampling only."""
     return pixels(resize(x, size))
+
+
+def padded_to_blocks(inputs):
+    """inputs (B x C_i x H x W each), followed by all-zero channels up to a whole number of 16-channel blocks."""
+    short = -sum(x.shape[1] for x in inputs) % 16
+    return inputs + [paddle.zeros_like(inputs[0][:, :1]).tile([1, short, 1, 1])] if short else inputs
 
 
 def conv_of_padded(conv, inputs, channels):
